@@ -1,0 +1,197 @@
+//! Command-line interface. Also accepts the Go seed's invocation
+//! (`-server`, `-yamlfile`, `-username`, `-password`, single dash) by
+//! rewriting it into `run` before clap sees it.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "cvp-stream", version = version_text(), about = "Stream Arista CloudVision events into Kafka through WebAssembly transforms")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log level (error, warn, info, debug, trace) or a full filter such as
+    /// `cvp_stream=debug,rdkafka=warn`. RUST_LOG wins when set.
+    #[arg(long, global = true, default_value = "info")]
+    pub log_level: String,
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+}
+
+fn version_text() -> &'static str {
+    concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (transform WIT cvp-stream:transform@0.1.0; accepts 0.1.x)"
+    )
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Subscribe to CVP and produce every event, transformed, to Kafka.
+    Run(RunArgs),
+    /// Check a config: parse it, and load, type-check and initialise every transform.
+    Validate(ConfigArg),
+    /// Serve a simulated CVP EventService (for trying transforms and for tests).
+    Simulate(SimulateArgs),
+    /// Run the whole pipeline on a built-in simulated CVP with the stock
+    /// title-to-key transform, printing each record (or producing to --brokers).
+    Demo(DemoArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ConfigArg {
+    /// The YAML config file.
+    #[arg(long, short = 'c')]
+    pub config: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// The YAML config file (the seed's `--yamlfile` works too).
+    #[arg(long, short = 'c', alias = "yamlfile")]
+    pub config: PathBuf,
+    /// The seed's `--server host:port`: overrides source.cvp.address.
+    #[arg(long)]
+    pub server: Option<String>,
+    /// The seed's `--username`: log in to CVP with a password.
+    #[arg(long)]
+    pub username: Option<String>,
+    /// Prefer the CVP_PASSWORD environment variable: arguments show in `ps`.
+    #[arg(long, env = "CVP_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SimulateArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub listen: String,
+    /// Require this bearer token on every call.
+    #[arg(long, env = "CVP_SIM_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Accept this username on the REST login (with --password).
+    #[arg(long)]
+    pub username: Option<String>,
+    #[arg(long, env = "CVP_SIM_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// Serve TLS with a fresh self-signed CA; its certificate is written to
+    /// this file for clients' `tls.ca_file`.
+    #[arg(long, value_name = "CA_FILE")]
+    pub tls_self_signed: Option<PathBuf>,
+    /// Serve TLS with this certificate chain (PEM) ...
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// ... and this private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Generated events present at start (the initial state).
+    #[arg(long, default_value_t = 10)]
+    pub initial: usize,
+    /// Generated live updates after the initial sync.
+    #[arg(long, default_value_t = 100)]
+    pub updates: u64,
+    /// Live updates per second (0: as fast as possible).
+    #[arg(long, default_value_t = 10.0)]
+    pub rate: f64,
+    /// Play these events instead (JSONL of EventStreamResponse, protobuf JSON).
+    #[arg(long)]
+    pub events: Option<PathBuf>,
+    /// Seed for generated events.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Produce to this Kafka cluster instead of printing.
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// Topic for --brokers.
+    #[arg(long, default_value = "cvp-events")]
+    pub topic: String,
+    /// Play these events (JSONL) instead of generated ones.
+    #[arg(long)]
+    pub events: Option<PathBuf>,
+    /// Generated live updates.
+    #[arg(long, default_value_t = 20)]
+    pub updates: u64,
+    /// Live updates per second (0: as fast as possible).
+    #[arg(long, default_value_t = 20.0)]
+    pub rate: f64,
+    /// Use these transforms (in order) instead of the built-in title-to-key.
+    #[arg(long = "transform")]
+    pub transforms: Vec<PathBuf>,
+    /// Forward the raw merged events as JSON (no transform).
+    #[arg(long, conflicts_with = "transforms")]
+    pub no_transform: bool,
+}
+
+/// Rewrites the seed's Go-style flags (`-server x`) to clap's (`--server x`)
+/// and, when no subcommand is given but seed flags are, inserts `run`.
+pub fn normalize_args(args: Vec<String>) -> Vec<String> {
+    const SEED_FLAGS: [&str; 4] = ["server", "yamlfile", "username", "password"];
+    let mut out: Vec<String> = args
+        .into_iter()
+        .map(|a| {
+            let bare = a.strip_prefix('-').filter(|r| !r.starts_with('-'));
+            match bare {
+                Some(rest)
+                    if SEED_FLAGS
+                        .iter()
+                        .any(|f| rest == *f || rest.starts_with(&format!("{f}="))) =>
+                {
+                    format!("-{a}")
+                }
+                _ => a,
+            }
+        })
+        .collect();
+    let has_subcommand = out
+        .iter()
+        .skip(1)
+        .any(|a| ["run", "validate", "simulate", "demo", "help"].contains(&a.as_str()));
+    let has_seed_flag = out.iter().any(|a| {
+        SEED_FLAGS
+            .iter()
+            .any(|f| a == &format!("--{f}") || a.starts_with(&format!("--{f}=")))
+    });
+    if !has_subcommand && has_seed_flag {
+        out.insert(1.min(out.len()), "run".to_string());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn seed_invocation_becomes_run() {
+        let args = normalize_args(v(
+            "main --server cvp:8443 --yamlfile c.yaml -username ansible -password ansible",
+        ));
+        assert_eq!(args, v("main run --server cvp:8443 --yamlfile c.yaml --username ansible --password ansible"));
+        let cli = Cli::try_parse_from(args).unwrap();
+        assert!(
+            matches!(cli.command, Command::Run(RunArgs { ref username, .. }) if username.as_deref() == Some("ansible"))
+        );
+    }
+
+    #[test]
+    fn ordinary_invocation_untouched() {
+        assert_eq!(
+            normalize_args(v("cvp-stream run -c x.yaml")),
+            v("cvp-stream run -c x.yaml")
+        );
+    }
+}

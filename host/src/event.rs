@@ -1,0 +1,36 @@
+//! The unit that flows through the pipeline: one CloudVision event, merged
+//! into its full state, with the operation that brought it.
+
+use crate::config::Op;
+use cvp_proto::event::Event;
+
+#[derive(Debug, Clone)]
+pub struct SourceEvent {
+    pub event: Event,
+    pub op: Op,
+}
+
+impl SourceEvent {
+    /// `key.key`: names the event in every log line about it.
+    pub fn key(&self) -> &str {
+        event_key(&self.event)
+    }
+}
+
+pub fn event_key(event: &Event) -> &str {
+    event
+        .key
+        .as_ref()
+        .and_then(|k| k.key.as_deref())
+        .unwrap_or("")
+}
+
+/// Nanoseconds since the Unix epoch; 0 for an unset timestamp.
+pub fn nanos(ts: Option<&prost_types::Timestamp>) -> i64 {
+    ts.map(|t| {
+        t.seconds
+            .saturating_mul(1_000_000_000)
+            .saturating_add(t.nanos as i64)
+    })
+    .unwrap_or(0)
+}

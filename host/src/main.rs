@@ -1,0 +1,128 @@
+//! `cvp-stream`: CloudVision events -> WebAssembly transforms -> Kafka.
+//!
+//! Reading order: `pipeline.rs` wires `source/` (CVP) to `transform/`
+//! (wasmtime) to `sink/` (Kafka). This file only parses the command line,
+//! sets up logging and signals, and turns errors into one line for the user.
+
+mod cli;
+mod commands;
+mod config;
+mod event;
+mod pipeline;
+mod secret;
+mod sink;
+mod source;
+mod transform;
+
+use clap::Parser;
+use cli::{Cli, Command, LogFormat};
+use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ExitCode {
+    let args = cli::normalize_args(std::env::args().collect());
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    init_logging(&cli.log_level, cli.log_format);
+    // One crypto provider for every rustls user in the process (our CVP
+    // client, the REST login through reqwest, the simulator). reqwest's
+    // provider-less build panics without it, even for plain HTTP.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        watch_signals(shutdown.clone());
+        match cli.command {
+            Command::Run(args) => commands::run(args, shutdown).await,
+            Command::Validate(args) => commands::validate(&args.config),
+            Command::Simulate(args) => commands::simulate(args, shutdown).await,
+            Command::Demo(args) => commands::demo(args, shutdown).await,
+        }
+    });
+    // librdkafka and wasmtime threads must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line that says what to fix; never a backtrace.
+            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(level: &str, format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colour only for a person at a terminal, never in files or journald.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// First SIGINT/SIGTERM: stop reading, drain, flush, exit 0. Second: exit now.
+fn watch_signals(shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut count = 0;
+        loop {
+            wait_for_signal().await;
+            count += 1;
+            if count == 1 {
+                tracing::info!("shutting down: draining transforms and flushing Kafka (signal again to exit at once)");
+                shutdown.cancel();
+            } else {
+                eprintln!("second signal: exiting without flushing");
+                std::process::exit(130);
+            }
+        }
+    });
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

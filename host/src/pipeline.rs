@@ -1,0 +1,85 @@
+//! Wires the stages together, top to bottom:
+//!
+//!   CVP source (tokio task) -> transform chain (its own thread) -> sink (tokio task)
+//!
+//! joined by bounded channels, so a slow stage stops the one before it
+//! instead of growing memory.
+
+use crate::config::Config;
+use crate::event::SourceEvent;
+use crate::sink::{Delivery, Sink, SinkStats};
+use crate::source::CvpSource;
+use crate::transform::Chain;
+use anyhow::{anyhow, Result};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Batches in flight between two stages.
+const CHANNEL_BATCHES: usize = 8;
+
+pub struct Pipeline {
+    source: CvpSource,
+    chain: Chain,
+    sink: Sink,
+}
+
+impl Pipeline {
+    /// Everything that can fail at start-up fails here, before connecting.
+    pub fn build(config: &Config, sink: Sink) -> Result<Pipeline> {
+        let chain = Chain::load(config)?;
+        let source = CvpSource::new(&config.source.cvp, config.pipeline.batch_size)?;
+        Ok(Pipeline {
+            source,
+            chain,
+            sink,
+        })
+    }
+
+    /// Runs until `shutdown` is cancelled (or, with `once`, until CVP ends
+    /// the stream), then drains every stage and flushes the sink.
+    pub async fn run(self, shutdown: CancellationToken, once: bool) -> Result<SinkStats> {
+        let Pipeline {
+            source,
+            mut chain,
+            sink,
+        } = self;
+        let (events_tx, mut events_rx) = mpsc::channel::<Vec<SourceEvent>>(CHANNEL_BATCHES);
+        let (out_tx, out_rx) = mpsc::channel::<Vec<Delivery>>(CHANNEL_BATCHES);
+
+        let source_task = tokio::spawn(source.run(events_tx, shutdown.clone(), once));
+
+        // Transforms are synchronous CPU work: keep them off the async runtime.
+        let transform_thread = std::thread::Builder::new()
+            .name("transforms".into())
+            .spawn(move || {
+                while let Some(batch) = events_rx.blocking_recv() {
+                    let outcomes = chain.process(&batch);
+                    let deliveries: Vec<Delivery> = batch
+                        .iter()
+                        .zip(outcomes)
+                        .map(|(ev, outcome)| Delivery {
+                            event_key: ev.key().to_string(),
+                            outcome,
+                        })
+                        .collect();
+                    if out_tx.blocking_send(deliveries).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| anyhow!("cannot start the transform thread: {e}"))?;
+
+        let sink_result = sink.run(out_rx).await;
+        if sink_result.is_err() {
+            // The sink stopped (a `stop` policy): stop reading from CVP too.
+            shutdown.cancel();
+        }
+        let source_result = source_task
+            .await
+            .map_err(|e| anyhow!("CVP source task failed: {e}"))?;
+        let _ = tokio::task::spawn_blocking(move || transform_thread.join()).await;
+        let stats = sink_result?;
+        source_result?;
+        Ok(stats)
+    }
+}

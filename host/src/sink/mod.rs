@@ -1,0 +1,63 @@
+//! Where transformed records go: Kafka, or stdout for the demo.
+
+mod kafka;
+mod stdout;
+
+pub use kafka::KafkaSink;
+pub use stdout::StdoutSink;
+
+use crate::config::OnError;
+use crate::transform::Outcome;
+use anyhow::{bail, Result};
+use tokio::sync::mpsc;
+
+/// What the transform stage hands the sink for one event.
+pub struct Delivery {
+    /// The CVP event key, for log lines about this event.
+    pub event_key: String,
+    pub outcome: Outcome,
+}
+
+pub enum Sink {
+    Kafka(KafkaSink),
+    Stdout(StdoutSink),
+}
+
+/// Counts for the end-of-run summary and tests.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SinkStats {
+    pub events: u64,
+    pub produced: u64,
+    pub dropped: u64,
+    pub failed_transform: u64,
+    pub failed_delivery: u64,
+}
+
+impl Sink {
+    /// Consumes deliveries until the channel closes, then flushes. Returns
+    /// an error when a transform whose policy is `stop` failed.
+    pub async fn run(self, rx: mpsc::Receiver<Vec<Delivery>>) -> Result<SinkStats> {
+        match self {
+            Sink::Kafka(k) => k.run(rx).await,
+            Sink::Stdout(s) => s.run(rx).await,
+        }
+    }
+}
+
+/// Applies the on_error policy of a failed event. `Err` stops the pipeline.
+fn failed(
+    event_key: &str,
+    transform: &str,
+    error: &str,
+    policy: OnError,
+    stats: &mut SinkStats,
+) -> Result<()> {
+    stats.failed_transform += 1;
+    match policy {
+        // The transform stage already logged it with the event key.
+        OnError::Drop => Ok(()),
+        OnError::Stop => bail!(
+            "transform {transform} failed on event {event_key} and its on_error is stop: {error}"
+        ),
+    }
+}

@@ -1,0 +1,62 @@
+//! Prints each record instead of producing it: the demo's default, and a
+//! quick way to see what a transform chain does.
+
+use super::{failed, Delivery, SinkStats};
+use crate::transform::Outcome;
+use anyhow::Result;
+use std::io::Write;
+use tokio::sync::mpsc;
+
+#[derive(Default)]
+pub struct StdoutSink;
+
+impl StdoutSink {
+    pub async fn run(self, mut rx: mpsc::Receiver<Vec<Delivery>>) -> Result<SinkStats> {
+        let mut stats = SinkStats::default();
+        let stdout = std::io::stdout();
+        while let Some(batch) = rx.recv().await {
+            let mut out = stdout.lock();
+            for d in batch {
+                stats.events += 1;
+                match d.outcome {
+                    Outcome::Produce(records) if records.is_empty() => stats.dropped += 1,
+                    Outcome::Produce(records) => {
+                        for r in records {
+                            stats.produced += 1;
+                            let text = |b: &Option<Vec<u8>>| match b {
+                                Some(b) => format!("{:?}", String::from_utf8_lossy(b)),
+                                None => "null".to_string(),
+                            };
+                            let headers: Vec<String> = r
+                                .headers
+                                .iter()
+                                .map(|h| format!("{}={}", h.key, String::from_utf8_lossy(&h.value)))
+                                .collect();
+                            let _ = writeln!(
+                                out,
+                                "{}  key={}  value={}{}",
+                                r.topic,
+                                text(&r.key),
+                                text(&r.value),
+                                if headers.is_empty() {
+                                    String::new()
+                                } else {
+                                    format!("  headers=[{}]", headers.join(", "))
+                                }
+                            );
+                        }
+                    }
+                    Outcome::Failed {
+                        transform,
+                        error,
+                        policy,
+                    } => {
+                        failed(&d.event_key, &transform, &error, policy, &mut stats)?;
+                    }
+                }
+            }
+            let _ = out.flush();
+        }
+        Ok(stats)
+    }
+}

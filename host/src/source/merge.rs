@@ -1,0 +1,128 @@
+//! CVP's UPDATED messages may be partial diffs and DELETED carries only the
+//! key. A bounded cache of full events lets the host hand transforms the whole
+//! event every time (the Go seed read fields a partial update leaves empty).
+
+use cvp_proto::event::Event;
+use cvp_proto::merge::merge_event as merge;
+use lru::LruCache;
+use std::num::NonZeroUsize;
+
+/// An event's identity: `key.key` and `key.timestamp`.
+type Id = (String, i64, i32);
+
+pub struct EventCache {
+    events: LruCache<Id, Event>,
+}
+
+fn id(ev: &Event) -> Id {
+    let key = ev.key.as_ref();
+    let ts = key.and_then(|k| k.timestamp.as_ref());
+    (
+        key.and_then(|k| k.key.clone()).unwrap_or_default(),
+        ts.map(|t| t.seconds).unwrap_or(0),
+        ts.map(|t| t.nanos).unwrap_or(0),
+    )
+}
+
+impl EventCache {
+    pub fn new(capacity: usize) -> Self {
+        EventCache {
+            events: LruCache::new(NonZeroUsize::new(capacity.max(1)).unwrap_or(NonZeroUsize::MIN)),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// INITIAL: a fully specified event replaces what we had.
+    pub fn put(&mut self, ev: Event) -> Event {
+        self.events.put(id(&ev), ev.clone());
+        ev
+    }
+
+    /// UPDATED: merge into the cached event and return the merged whole.
+    pub fn update(&mut self, diff: Event) -> Event {
+        let id = id(&diff);
+        match self.events.get_mut(&id) {
+            Some(full) => {
+                merge(full, diff);
+                full.clone()
+            }
+            None => {
+                self.events.put(id, diff.clone());
+                diff
+            }
+        }
+    }
+
+    /// DELETED: forget the event, returning the last state we knew (or the
+    /// bare key, if it was never seen or was evicted).
+    pub fn remove(&mut self, key_only: Event) -> Event {
+        let mut last = self.events.pop(&id(&key_only)).unwrap_or_default();
+        merge(&mut last, key_only);
+        last
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cvp_proto::event::{EventData, EventKey};
+
+    fn ev(key: &str) -> Event {
+        Event {
+            key: Some(EventKey {
+                key: Some(key.into()),
+                timestamp: Some(prost_types::Timestamp {
+                    seconds: 10,
+                    nanos: 0,
+                }),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn partial_update_keeps_the_title() {
+        let mut cache = EventCache::new(10);
+        let mut full = ev("a");
+        full.title = Some("T".into());
+        full.severity = 2;
+        full.data = Some(EventData {
+            data: [("x".into(), "1".into()), ("y".into(), "2".into())].into(),
+        });
+        cache.put(full);
+        let mut diff = ev("a");
+        diff.description = Some("new".into());
+        diff.data = Some(EventData {
+            data: [("y".into(), "3".into())].into(),
+        });
+        let merged = cache.update(diff);
+        assert_eq!(merged.title.as_deref(), Some("T"));
+        assert_eq!(merged.description.as_deref(), Some("new"));
+        assert_eq!(merged.severity, 2);
+        let data = &merged.data.unwrap().data;
+        assert_eq!((data["x"].as_str(), data["y"].as_str()), ("1", "3"));
+    }
+
+    #[test]
+    fn delete_returns_last_state_and_forgets_it() {
+        let mut cache = EventCache::new(10);
+        let mut full = ev("a");
+        full.title = Some("T".into());
+        cache.put(full);
+        assert_eq!(cache.remove(ev("a")).title.as_deref(), Some("T"));
+        assert_eq!(cache.len(), 0);
+        assert_eq!(cache.remove(ev("a")).title, None);
+    }
+
+    #[test]
+    fn bounded() {
+        let mut cache = EventCache::new(2);
+        for k in ["a", "b", "c"] {
+            cache.put(ev(k));
+        }
+        assert_eq!(cache.len(), 2);
+    }
+}

@@ -1,0 +1,21 @@
+//! Transforms compiled into the binary, named in configs as
+//! `path: builtin:NAME`, so the stock behaviour needs no `.wasm` on disk.
+
+/// The stock title-to-key transform, built from transforms/ by build.rs.
+const TITLE_TO_KEY: &[u8] =
+    include_bytes!(concat!(env!("CVP_STREAM_WASM_DIR"), "/title_to_key.wasm"));
+
+pub const PREFIX: &str = "builtin:";
+pub const TITLE_TO_KEY_PATH: &str = "builtin:title-to-key";
+
+/// The bytes of a `builtin:` path; `None` for an ordinary path.
+/// `Some(Err)` names the built-ins when the name is unknown.
+pub fn lookup(path: &std::path::Path) -> Option<Result<&'static [u8], String>> {
+    let name = path.to_str()?.strip_prefix(PREFIX)?;
+    Some(match name {
+        "title-to-key" => Ok(TITLE_TO_KEY),
+        other => Err(format!(
+            "there is no built-in transform {other:?} (built in: title-to-key)"
+        )),
+    })
+}

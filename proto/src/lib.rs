@@ -1,0 +1,34 @@
+//! CloudVision's resource API messages, generated from `proto/arista`.
+//!
+//! Decoding follows protobuf rules, so fields and enum values added by newer
+//! CVP releases are skipped or kept as raw numbers instead of failing.
+
+pub mod json;
+pub mod merge;
+
+/// Arista's wrapper types (`fmp/wrappers.proto`).
+pub mod fmp {
+    tonic::include_proto!("fmp");
+}
+
+pub mod arista {
+    pub mod subscriptions {
+        tonic::include_proto!("arista.subscriptions");
+    }
+    pub mod time {
+        tonic::include_proto!("arista.time");
+    }
+    pub mod event {
+        pub mod v1 {
+            tonic::include_proto!("arista.event.v1");
+        }
+    }
+    pub mod inventory {
+        pub mod v1 {
+            tonic::include_proto!("arista.inventory.v1");
+        }
+    }
+}
+
+pub use arista::event::v1 as event;
+pub use arista::subscriptions::Operation;

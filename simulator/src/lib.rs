@@ -1,0 +1,253 @@
+//! A CloudVision `arista.event.v1.EventService` simulator: a real gRPC
+//! server (plus CVP's REST login on the same port) for demos, integration
+//! tests and benchmarks of cvp-stream.
+//!
+//! It keeps a current state and a timeline of changes; `Subscribe` streams
+//! the state as INITIAL, then INITIAL_SYNC_COMPLETE, then a single global
+//! live feed (generated or scripted) that starts once the first subscriber
+//! has synced.
+
+mod auth;
+mod feed;
+mod generate;
+mod login;
+mod script;
+mod service;
+mod state;
+mod stats;
+mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use cvp_proto::event::event_service_server::EventServiceServer;
+use cvp_proto::event::EventStreamResponse;
+use cvp_proto::Operation;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::service::Routes;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::Server;
+use tracing::{info, warn};
+
+pub use script::load_jsonl;
+pub use stats::SimStats;
+pub use tls::{test_pki, TestPki, TlsIdentity};
+
+use crate::auth::Auth;
+use crate::feed::Source;
+use crate::generate::Generator;
+use crate::service::Service;
+use crate::state::{Hub, Inner};
+use crate::stats::Counters;
+
+/// How the simulator behaves. See the field docs; `Default` gives a small
+/// generated, unauthenticated, plaintext simulator.
+#[derive(Clone, Debug)]
+pub struct SimOptions {
+    /// If set, gRPC calls must carry `authorization: Bearer <token>` (this
+    /// token or a session token from the REST login).
+    pub token: Option<String>,
+    /// Username/password accepted by the REST login; `None` disables login
+    /// (404). When set, gRPC calls need a bearer token even if `token` is
+    /// `None` (as on a real CVP).
+    pub credentials: Option<(String, String)>,
+    /// Serve TLS (h2 and http/1.1 via ALPN).
+    pub tls: Option<TlsIdentity>,
+    /// Generated events present as the current state.
+    pub initial: usize,
+    /// Generated live updates streamed after the initial sync.
+    pub updates: u64,
+    /// Live updates per second; 0.0 = as fast as possible.
+    pub rate: f64,
+    /// Scripted mode: INITIAL entries are the starting state, UPDATED and
+    /// DELETED entries the live feed (sent verbatim). When non-empty,
+    /// `initial` and `updates` are ignored.
+    pub script: Vec<EventStreamResponse>,
+    /// Seed for deterministic generation.
+    pub seed: u64,
+    /// Generated changes to existing events carry only the key and the
+    /// changed fields, as real CVP may send.
+    pub partial_updates: bool,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            token: None,
+            credentials: None,
+            tls: None,
+            initial: 10,
+            updates: 100,
+            rate: 10.0,
+            script: Vec::new(),
+            seed: 1,
+            partial_updates: true,
+        }
+    }
+}
+
+/// The simulator; see [`Simulator::start`].
+pub struct Simulator;
+
+impl Simulator {
+    /// Serves on `listener` until [`SimHandle::shutdown`] or drop. Binds
+    /// nothing itself.
+    pub async fn start(opts: SimOptions, listener: TcpListener) -> anyhow::Result<SimHandle> {
+        let local_addr = listener.local_addr()?;
+        let mut inner = Inner::default();
+        let (source, live_total) = if opts.script.is_empty() {
+            let mut g = Generator::new(opts.seed, opts.partial_updates);
+            for _ in 0..opts.initial {
+                inner.apply(g.initial());
+            }
+            let total = usize::try_from(opts.updates).context("too many updates")?;
+            (Source::Generated(g), total)
+        } else {
+            for (i, e) in opts.script.iter().enumerate() {
+                script::check_entry(e).with_context(|| format!("script entry {}", i + 1))?;
+            }
+            let (init, live): (Vec<_>, Vec<_>) = opts
+                .script
+                .into_iter()
+                .partition(|e| e.r#type == Operation::Initial as i32);
+            for e in &init {
+                if let Some(c) = script::to_change(&inner, e) {
+                    inner.apply(c);
+                }
+            }
+            let total = live.len();
+            (Source::Script(live.into_iter()), total)
+        };
+        let hub = Arc::new(Hub::new(inner, live_total));
+        let counters = Arc::new(Counters::default());
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+
+        let auth = Arc::new(Auth::new(
+            opts.token,
+            opts.credentials.is_some(),
+            counters.clone(),
+        ));
+        let service = Service {
+            hub: hub.clone(),
+            counters: counters.clone(),
+            shutdown: shutdown_rx.clone(),
+        };
+        let check = auth.clone();
+        let grpc = EventServiceServer::with_interceptor(service, move |req| check.check(req));
+        // gRPC and the REST login share the port, as on CVP.
+        let router = Routes::new(grpc).into_axum_router().merge(login::router(
+            opts.credentials,
+            auth,
+            counters.clone(),
+        ));
+        let routes = Routes::from(router);
+        let mut builder = Server::builder().accept_http1(true);
+        let signal = {
+            let mut rx = shutdown_rx.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        };
+        let tls = opts.tls.is_some();
+        let server = match &opts.tls {
+            None => {
+                let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+                let router = builder.add_routes(routes);
+                tokio::spawn(
+                    async move { router.serve_with_incoming_shutdown(incoming, signal).await },
+                )
+            }
+            Some(id) => {
+                let acceptor = tls::acceptor(id)?;
+                let incoming = tls::incoming(listener, acceptor, shutdown_rx.clone());
+                let router = builder.add_routes(routes);
+                tokio::spawn(
+                    async move { router.serve_with_incoming_shutdown(incoming, signal).await },
+                )
+            }
+        };
+        let feed = tokio::spawn(feed::run(hub.clone(), source, opts.rate, shutdown_rx));
+        info!(
+            addr = %local_addr,
+            tls,
+            state = hub.live_start,
+            live = live_total,
+            rate = opts.rate,
+            "CVP simulator serving"
+        );
+        Ok(SimHandle {
+            local_addr,
+            hub,
+            counters,
+            shutdown: shutdown_tx,
+            server: Some(server),
+            feed: Some(feed),
+        })
+    }
+}
+
+type ServerTask = JoinHandle<Result<(), tonic::transport::Error>>;
+
+/// A running simulator. Dropping it stops serving, like [`SimHandle::shutdown`]
+/// without waiting.
+pub struct SimHandle {
+    local_addr: SocketAddr,
+    hub: Arc<Hub>,
+    counters: Arc<Counters>,
+    shutdown: watch::Sender<bool>,
+    server: Option<ServerTask>,
+    feed: Option<JoinHandle<()>>,
+}
+
+impl SimHandle {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn stats(&self) -> SimStats {
+        self.counters.snapshot()
+    }
+
+    /// Resolves once every live change has been handed to at least one
+    /// subscriber's stream (at once if there are none).
+    pub async fn wait_live_done(&self) {
+        let target = self.hub.live_start + self.hub.live_total;
+        let mut rx = self.hub.delivered.subscribe();
+        let _ = rx.wait_for(|d| *d >= target).await;
+    }
+
+    /// Stops serving and ends open streams.
+    pub async fn shutdown(mut self) {
+        self.shutdown.send_replace(true);
+        if let Some(feed) = self.feed.take() {
+            feed.abort();
+        }
+        if let Some(mut server) = self.server.take() {
+            // Graceful shutdown waits for connections to finish; a client
+            // that stops reading could hold it forever, so cap the wait.
+            match tokio::time::timeout(Duration::from_secs(5), &mut server).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => warn!(error = %e, "simulator server failed"),
+                Ok(Err(e)) => warn!(error = %e, "simulator server task failed"),
+                Err(_) => {
+                    warn!("simulator connections did not close in 5s; aborting");
+                    server.abort();
+                }
+            }
+        }
+        info!(addr = %self.local_addr, "CVP simulator stopped");
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        self.shutdown.send_replace(true);
+        if let Some(feed) = self.feed.take() {
+            feed.abort();
+        }
+    }
+}

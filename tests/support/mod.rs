@@ -1,0 +1,432 @@
+//! Real parts for the integration tests: a tansu broker (a real
+//! Kafka-protocol server) on a loopback port, the CVP simulator in-process,
+//! the `cvp-stream` binary as a user runs it, and an rdkafka consumer that
+//! reads back exactly what was produced.
+
+#![allow(dead_code)] // each test file uses its own subset
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Generous: CI machines are small and run tests in parallel.
+pub const DEADLINE: Duration = Duration::from_secs(match option_env!("CVP_TEST_DEADLINE") {
+    Some(_) => 15,
+    None => 90,
+});
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("host/ is in the repo")
+        .to_path_buf()
+}
+
+/// A component built from transforms/ by the host's build script.
+pub fn wasm(name: &str) -> PathBuf {
+    let path = Path::new(env!("CVP_STREAM_WASM_DIR")).join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: build.rs builds it",
+        path.display()
+    );
+    path
+}
+
+pub fn sample_events() -> PathBuf {
+    repo_root().join("simulator/testdata/sample-events.jsonl")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+fn tansu_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("TANSU") {
+        return PathBuf::from(p);
+    }
+    let home_bin = std::env::var("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo"))
+        .join("bin/tansu");
+    if home_bin.exists() {
+        return home_bin;
+    }
+    PathBuf::from("tansu")
+}
+
+/// A tansu broker with in-memory storage, stopped when dropped.
+pub struct Broker {
+    child: Child,
+    pub addr: String,
+}
+
+impl Broker {
+    pub fn start() -> Broker {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let url = format!("tcp://{addr}");
+        let child = Command::new(tansu_binary())
+            .args(["broker", "--storage-engine", "memory://tansu/", "--cluster-id", "cvp-stream-test"])
+            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start tansu ({e}): install it with `cargo install tansu --locked --features dynostore` or run .ci/run"));
+        let broker = Broker { child, addr };
+        broker.wait_ready();
+        broker
+    }
+
+    fn client_config(&self) -> ClientConfig {
+        let mut cc = ClientConfig::new();
+        cc.set("bootstrap.servers", &self.addr)
+            .set("log_level", "3");
+        cc
+    }
+
+    fn wait_ready(&self) {
+        let consumer: BaseConsumer = self.client_config().create().expect("metadata client");
+        let start = Instant::now();
+        while consumer
+            .fetch_metadata(None, Duration::from_secs(1))
+            .is_err()
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "tansu did not come up on {}",
+                self.addr
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn create_topic(&self, name: &str, partitions: i32) {
+        let admin: AdminClient<DefaultClientContext> =
+            self.client_config().create().expect("admin client");
+        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        // rdkafka completes this future from its own thread: no runtime needed.
+        let results = futures::executor::block_on(admin.create_topics([&topic], &opts))
+            .expect("create_topics");
+        for r in results {
+            r.unwrap_or_else(|(t, e)| panic!("cannot create topic {t}: {e}"));
+        }
+    }
+
+    fn consumer(&self) -> BaseConsumer {
+        self.client_config()
+            .set("group.id", "cvp-stream-tests")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer")
+    }
+
+    fn partitions(consumer: &BaseConsumer, topic: &str) -> i32 {
+        consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .expect("topic metadata")
+            .topics()[0]
+            .partitions()
+            .len() as i32
+    }
+
+    fn assign_from_start(consumer: &BaseConsumer, topic: &str) -> i32 {
+        let partitions = Self::partitions(consumer, topic);
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)
+                .unwrap();
+        }
+        consumer.assign(&tpl).expect("assign");
+        partitions
+    }
+
+    /// Waits until `n` records have arrived on `topic` (all partitions) and
+    /// returns them. That more may follow is checked by [`Broker::all`].
+    /// On failure, shows the log of `host`, the process that should have
+    /// produced them.
+    pub fn consume(&self, host: &Host, topic: &str, n: usize) -> Vec<Record> {
+        let consumer = self.consumer();
+        Self::assign_from_start(&consumer, topic);
+        let start = Instant::now();
+        let mut out = Vec::new();
+        while out.len() < n {
+            assert!(
+                start.elapsed() < DEADLINE,
+                "only {} of {n} records arrived on {topic}: {out:#?}\ncvp-stream log:\n{}",
+                out.len(),
+                host.log()
+            );
+            if let Some(msg) = consumer.poll(Duration::from_millis(200)) {
+                out.push(Record::from(&msg.expect("consume")));
+            }
+        }
+        out
+    }
+
+    /// Everything `topic` holds, once no producer writes to it any more: a
+    /// sentinel record produced to each partition marks its end, so the
+    /// read stops on a signal, not on a quiet period.
+    pub fn all(&self, topic: &str) -> Vec<Record> {
+        use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+        let consumer = self.consumer();
+        let partitions = Self::assign_from_start(&consumer, topic);
+        let producer: ThreadedProducer<DefaultProducerContext> =
+            self.client_config().create().expect("producer");
+        for p in 0..partitions {
+            producer
+                .send(
+                    BaseRecord::<[u8], [u8]>::to(topic)
+                        .partition(p)
+                        .key(SENTINEL)
+                        .payload(SENTINEL),
+                )
+                .map_err(|(e, _)| e)
+                .expect("produce sentinel");
+        }
+        producer
+            .flush(Duration::from_secs(30))
+            .expect("flush sentinels");
+        let start = Instant::now();
+        let (mut out, mut ended) = (Vec::new(), 0);
+        while ended < partitions {
+            assert!(
+                start.elapsed() < DEADLINE,
+                "sentinels did not come back on {topic}; so far {out:#?}"
+            );
+            if let Some(msg) = consumer.poll(Duration::from_millis(200)) {
+                let rec = Record::from(&msg.expect("consume"));
+                if rec.key.as_deref() == Some(SENTINEL) {
+                    ended += 1;
+                } else {
+                    out.push(rec);
+                }
+            }
+        }
+        out
+    }
+}
+
+const SENTINEL: &[u8] = b"--end-of-test--";
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A record as a consumer sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub topic: String,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Record {
+    pub fn text(topic: &str, key: &str, value: &str) -> Record {
+        Record {
+            topic: topic.into(),
+            key: Some(key.as_bytes().to_vec()),
+            value: Some(value.as_bytes().to_vec()),
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn key_text(&self) -> String {
+        String::from_utf8_lossy(self.key.as_deref().unwrap_or_default()).into_owned()
+    }
+
+    pub fn value_json(&self) -> serde_json::Value {
+        serde_json::from_slice(self.value.as_deref().expect("a value")).expect("value is JSON")
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
+}
+
+impl<M: Message> From<&M> for Record {
+    fn from(m: &M) -> Record {
+        let headers = m
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Record {
+            topic: m.topic().to_string(),
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().map(<[u8]>::to_vec),
+            headers,
+        }
+    }
+}
+
+/// The `cvp-stream` binary, running as a user would run it. Its stderr is
+/// collected line by line so tests can wait for a log line.
+pub struct Host {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    line_rx: mpsc::Receiver<String>,
+    _dir: tempfile::TempDir,
+}
+
+pub fn host_command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cvp-stream"));
+    cmd.env_remove("RUST_LOG")
+        .env_remove("CVP_TOKEN")
+        .env_remove("CVP_PASSWORD");
+    cmd
+}
+
+impl Host {
+    /// `cvp-stream run --config <yaml>` with extra environment.
+    pub fn run(yaml: &str, env: &[(&str, &str)]) -> Host {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("config.yaml");
+        std::fs::write(&config, yaml).expect("write config");
+        let mut cmd = host_command();
+        cmd.arg("run").arg("--config").arg(&config);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start cvp-stream");
+        let stderr = child.stderr.take().expect("stderr");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (tx, line_rx) = mpsc::channel();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
+            }
+        });
+        Host {
+            child,
+            lines,
+            line_rx,
+            _dir: dir,
+        }
+    }
+
+    /// Blocks until a stderr line contains `needle`; returns that line.
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let start = Instant::now();
+        loop {
+            let left = DEADLINE.saturating_sub(start.elapsed());
+            match self.line_rx.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!(
+                    "no log line with {needle:?} within {DEADLINE:?}; log:\n{}",
+                    self.log()
+                ),
+            }
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// SIGTERM, as systemd or Kubernetes would stop it; waits for the exit.
+    pub fn stop(mut self) -> (ExitStatus, String) {
+        // SAFETY: kill(2) on our own child's pid has no memory effects.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let status = wait_timeout(&mut self.child, DEADLINE).unwrap_or_else(|| {
+            let _ = self.child.kill();
+            panic!(
+                "cvp-stream did not exit after SIGTERM; log:\n{}",
+                self.log()
+            )
+        });
+        // Let the reader thread take the last lines.
+        std::thread::sleep(Duration::from_millis(50));
+        let log = self.log();
+        (status, log)
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let start = Instant::now();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `cvp-stream ARGS...` to completion; returns (status, stdout, stderr).
+pub fn run_to_end(args: &[&str]) -> (ExitStatus, String, String) {
+    let out = host_command().args(args).output().expect("run cvp-stream");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A config for `run`: plaintext simulator at `cvp`, `transforms` as YAML
+/// list items (may be empty), producing to `topic` on `broker`.
+pub fn config(
+    cvp: &str,
+    cvp_extra: &str,
+    transforms: &str,
+    broker: &Broker,
+    topic: &str,
+) -> String {
+    format!(
+        "source:\n  cvp:\n    address: \"{cvp}\"\n{cvp_extra}\ntransforms:\n{}\nsink:\n  kafka:\n    brokers: \"{}\"\n    topic: {topic}\n",
+        if transforms.trim().is_empty() { "  []".to_string() } else { transforms.to_string() },
+        broker.addr
+    )
+}
+
+/// The live (non-INITIAL) entries of the sample recording, as JSON.
+pub fn sample_live() -> Vec<serde_json::Value> {
+    std::fs::read_to_string(sample_events())
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["type"] != "INITIAL")
+        .collect()
+}

@@ -1,0 +1,78 @@
+//! A fixture for the host's fault tests: misbehaves in the configured way
+//! for events whose description contains the trigger, and passes every
+//! other event through unchanged.
+
+use std::hint::black_box;
+
+use cvp_transform_sdk::{export_transform, Config, Event, KafkaRecord, Transform};
+
+enum Mode {
+    Trap,
+    Spin,
+    Hog,
+    Error,
+}
+
+struct Misbehave {
+    mode: Mode,
+    trigger: String,
+}
+
+impl Transform for Misbehave {
+    fn new(config: &Config) -> Result<Self, String> {
+        let mode = match config.get("mode") {
+            Some("trap") => Mode::Trap,
+            Some("spin") => Mode::Spin,
+            Some("hog") => Mode::Hog,
+            Some("error") => Mode::Error,
+            other => {
+                return Err(format!(
+                    "mode: invalid value {other:?} (expected trap, spin, hog or error)"
+                ))
+            }
+        };
+        Ok(Misbehave {
+            mode,
+            trigger: config.get_or("trigger", "MISBEHAVE").to_owned(),
+        })
+    }
+
+    fn transform(
+        &mut self,
+        event: &Event,
+        record: KafkaRecord,
+    ) -> Result<Vec<KafkaRecord>, String> {
+        if !event.description.contains(&self.trigger) {
+            return Ok(vec![record]);
+        }
+        match self.mode {
+            Mode::Trap => panic!("misbehave: triggered by {}", event.key),
+            Mode::Error => Err(format!("misbehave: triggered by {}", event.key)),
+            Mode::Spin => spin(),
+            Mode::Hog => hog(),
+        }
+    }
+}
+
+fn spin() -> ! {
+    let mut n = 0u64;
+    loop {
+        // black_box keeps the optimiser from proving the loop useless.
+        n = black_box(n.wrapping_add(1));
+    }
+}
+
+fn hog() -> ! {
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let mut chunk = vec![0u8; 1 << 20];
+        // Fresh linear memory is already zero, so the allocation alone might
+        // never be touched; writing a byte per page makes the memory real.
+        for page in chunk.chunks_mut(4096) {
+            page[0] = 1;
+        }
+        hoard.push(black_box(chunk));
+    }
+}
+
+export_transform!(Misbehave);
