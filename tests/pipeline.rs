@@ -544,3 +544,161 @@ fn demo_prints_records() {
         assert!(!line.contains("key=\"\""), "an untitled record: {line}");
     }
 }
+
+/// `filter:` becomes CVP's partial_eq_filter: unwanted events never leave
+/// CVP (the simulator applies it as CVP does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_side_filter() {
+    let broker = Broker::start();
+    broker.create_topic("filtered", 1);
+    let (sim, addr) = sample_simulator("tok-123").await;
+    let extra = format!("{PLAIN_TOKEN}\n    filter: {{ severity: [error], event_type: [HIGH_INTF_OUT_UTIL, HIGH_INTF_IN_UTIL] }}");
+    let host = Host::run(
+        &config(
+            &addr,
+            &extra,
+            &transform("t", "title_to_key", ""),
+            &broker,
+            "filtered",
+        ),
+        &[],
+    );
+    let got = broker.consume(&host, "filtered", 2);
+    assert_eq!(
+        got.iter()
+            .map(|r| r.value.clone().unwrap())
+            .collect::<Vec<_>>(),
+        vec![
+            b"Interface outOctets bandwidth utilization (1300.97%) exceeded threshold of 95%"
+                .to_vec(),
+            b"Interface inOctets bandwidth utilization (1300.917%) exceeded threshold of 95%"
+                .to_vec(),
+        ]
+    );
+    let (status, log) = host.stop();
+    assert!(status.success(), "exit {status}; log:\n{log}");
+    assert_eq!(broker.all("filtered"), got);
+    // The filter was applied by the server: it sent nothing else live.
+    assert_eq!(sim.stats().sent_updated, 2, "{:?}", sim.stats());
+}
+
+/// A transform that misbehaves on the two events whose description holds
+/// "1300" costs those two events, logged with their keys and why; the
+/// others get through, and the service keeps running.
+fn misbehaving_transform_costs_one_event(mode: &str, limits: &str, why: &str) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let broker = Broker::start();
+    broker.create_topic("faults", 1);
+    let (_sim, addr) = rt.block_on(sample_simulator("tok-123"));
+    let transforms = [
+        transform(
+            "bad",
+            "misbehave",
+            &format!("    config: {{ mode: {mode}, trigger: \"1300\" }}\n    on_error: drop\n    limits: {limits}\n"),
+        ),
+        transform("title-to-key", "title_to_key", ""),
+    ]
+    .join("");
+    let host = Host::run(
+        &config(&addr, PLAIN_TOKEN, &transforms, &broker, "faults"),
+        &[],
+    );
+    let expected: Vec<Record> = sample_live()
+        .iter()
+        .filter(|e| {
+            e["type"] == "UPDATED"
+                && !e["value"]["description"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("1300")
+        })
+        .map(|e| {
+            Record::text(
+                "faults",
+                e["value"]["title"].as_str().unwrap_or(""),
+                e["value"]["description"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(expected.len(), 4);
+    let got = broker.consume(&host, "faults", 4);
+    assert_eq!(got, expected);
+    for key in ["b7e29d4410aa4c07", "d5a8e61f0c3b4b9a"] {
+        let line = host.wait_for_log(&format!("transform failed on event {key}"));
+        assert!(line.contains(why), "{line}");
+    }
+    let (status, log) = host.stop();
+    assert!(status.success(), "exit {status}; log:\n{log}");
+    assert!(log.contains("transform_failures=2"), "{log}");
+    assert_eq!(broker.all("faults"), expected);
+}
+
+#[test]
+fn trapping_transform_costs_one_event() {
+    misbehaving_transform_costs_one_event("trap", "{}", "misbehave: triggered by");
+}
+
+#[test]
+fn looping_transform_costs_one_event() {
+    misbehaving_transform_costs_one_event("spin", "{ timeout: 200ms }", "timed out after 200ms");
+}
+
+#[test]
+fn memory_hungry_transform_costs_one_event() {
+    misbehaving_transform_costs_one_event(
+        "hog",
+        "{ memory: 32MiB }",
+        "exceeded its memory limit of 32 MiB",
+    );
+}
+
+/// `on_error: stop`: the service stops with one line naming the transform,
+/// the event and the error, after delivering what came before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_error_stop_stops_cleanly() {
+    let broker = Broker::start();
+    broker.create_topic("stops", 1);
+    let (_sim, addr) = sample_simulator("tok-123").await;
+    let transforms = [
+        transform(
+            "bad",
+            "misbehave",
+            "    config: { mode: error, trigger: \"1300\" }\n    on_error: stop\n",
+        ),
+        transform("title-to-key", "title_to_key", ""),
+    ]
+    .join("");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    std::fs::write(
+        &path,
+        config(&addr, PLAIN_TOKEN, &transforms, &broker, "stops"),
+    )
+    .unwrap();
+    let path = path.to_str().unwrap().to_string();
+    let (status, _, stderr) =
+        tokio::task::spawn_blocking(move || run_to_end(&["run", "--config", &path]))
+            .await
+            .unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(
+        errors,
+        ["error: transform bad failed on event b7e29d4410aa4c07 and its on_error is stop: returned an error: misbehave: triggered by b7e29d4410aa4c07"],
+        "{stderr}"
+    );
+    // The event before the failing one was delivered; nothing after it.
+    let got = broker.all("stops");
+    assert_eq!(
+        got.iter().map(Record::key_text).collect::<Vec<_>>(),
+        ["Interface Exceeded Outbound Utilization Threshold"]
+    );
+}

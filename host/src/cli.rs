@@ -42,6 +42,33 @@ pub enum Command {
     /// Run the whole pipeline on a built-in simulated CVP with the stock
     /// title-to-key transform, printing each record (or producing to --brokers).
     Demo(DemoArgs),
+    /// Work with transform components.
+    #[command(subcommand)]
+    Transform(TransformCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TransformCommand {
+    /// Run a component over sample events and print what it would produce
+    /// (topic, key, value, headers), drop, or fail on.
+    Test(TransformTestArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TransformTestArgs {
+    /// The component (.wasm), or builtin:title-to-key.
+    pub component: PathBuf,
+    /// A `config:` entry for the transform, KEY=VALUE; VALUE is YAML, so
+    /// `sites={JPE1: dc1}` gives a map. Repeatable.
+    #[arg(long = "config", value_name = "KEY=VALUE")]
+    pub config: Vec<String>,
+    /// JSONL of EventStreamResponse (protobuf JSON), e.g. a CVP recording;
+    /// default: a built-in set of sample events.
+    #[arg(long)]
+    pub events: Option<PathBuf>,
+    /// The topic of the record the transform receives.
+    #[arg(long, default_value = "cvp-events")]
+    pub topic: String,
 }
 
 #[derive(Args, Debug)]
@@ -152,10 +179,9 @@ pub fn normalize_args(args: Vec<String>) -> Vec<String> {
             }
         })
         .collect();
-    let has_subcommand = out
-        .iter()
-        .skip(1)
-        .any(|a| ["run", "validate", "simulate", "demo", "help"].contains(&a.as_str()));
+    let has_subcommand = out.iter().skip(1).any(|a| {
+        ["run", "validate", "simulate", "demo", "transform", "help"].contains(&a.as_str())
+    });
     let has_seed_flag = out.iter().any(|a| {
         SEED_FLAGS
             .iter()

@@ -13,9 +13,10 @@ mod secret;
 mod sink;
 mod source;
 mod transform;
+mod transform_test;
 
 use clap::Parser;
-use cli::{Cli, Command, LogFormat};
+use cli::{Cli, Command, LogFormat, TransformCommand};
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
@@ -56,6 +57,7 @@ fn main() -> ExitCode {
             Command::Validate(args) => commands::validate(&args.config),
             Command::Simulate(args) => commands::simulate(args, shutdown).await,
             Command::Demo(args) => commands::demo(args, shutdown).await,
+            Command::Transform(TransformCommand::Test(args)) => transform_test::run(args),
         }
     });
     // librdkafka and wasmtime threads must not hold the exit.

@@ -1,6 +1,7 @@
 //! The Kafka sink: one long-lived idempotent producer (`acks=all`), records
 //! enqueued as they come and their deliveries awaited concurrently.
 
+use super::kafka_log::KafkaContext;
 use super::{failed, Delivery, SinkStats};
 use crate::config::KafkaConfig;
 use crate::transform::bindings::KafkaRecord;
@@ -20,7 +21,7 @@ use tokio::sync::mpsc;
 type Pending = Pin<Box<dyn Future<Output = (String, String, Result<(i32, i64), String>)> + Send>>;
 
 pub struct KafkaSink {
-    producer: FutureProducer,
+    producer: FutureProducer<KafkaContext>,
     brokers: String,
     flush_timeout: Duration,
 }
@@ -38,9 +39,11 @@ impl KafkaSink {
         for (k, v) in &cfg.properties {
             cc.set(k, &v.0);
         }
-        let producer: FutureProducer = cc.create().map_err(|e| {
-            anyhow!("sink.kafka: cannot create the producer: {e} (check sink.kafka.properties)")
-        })?;
+        let producer: FutureProducer<KafkaContext> = cc
+            .create_with_context(KafkaContext::default())
+            .map_err(|e| {
+                anyhow!("sink.kafka: cannot create the producer: {e} (check sink.kafka.properties)")
+            })?;
         Ok(KafkaSink {
             producer,
             brokers: cfg.brokers.clone(),

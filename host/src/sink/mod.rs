@@ -1,10 +1,11 @@
 //! Where transformed records go: Kafka, or stdout for the demo.
 
 mod kafka;
+mod kafka_log;
 mod stdout;
 
 pub use kafka::KafkaSink;
-pub use stdout::StdoutSink;
+pub use stdout::{describe, StdoutSink};
 
 use crate::config::OnError;
 use crate::transform::Outcome;

@@ -2,6 +2,7 @@
 //! quick way to see what a transform chain does.
 
 use super::{failed, Delivery, SinkStats};
+use crate::transform::bindings::KafkaRecord;
 use crate::transform::Outcome;
 use anyhow::Result;
 use std::io::Write;
@@ -23,27 +24,7 @@ impl StdoutSink {
                     Outcome::Produce(records) => {
                         for r in records {
                             stats.produced += 1;
-                            let text = |b: &Option<Vec<u8>>| match b {
-                                Some(b) => format!("{:?}", String::from_utf8_lossy(b)),
-                                None => "null".to_string(),
-                            };
-                            let headers: Vec<String> = r
-                                .headers
-                                .iter()
-                                .map(|h| format!("{}={}", h.key, String::from_utf8_lossy(&h.value)))
-                                .collect();
-                            let _ = writeln!(
-                                out,
-                                "{}  key={}  value={}{}",
-                                r.topic,
-                                text(&r.key),
-                                text(&r.value),
-                                if headers.is_empty() {
-                                    String::new()
-                                } else {
-                                    format!("  headers=[{}]", headers.join(", "))
-                                }
-                            );
+                            let _ = writeln!(out, "{}", describe(&r));
                         }
                     }
                     Outcome::Failed {
@@ -59,4 +40,28 @@ impl StdoutSink {
         }
         Ok(stats)
     }
+}
+
+/// One record as a line of text: `TOPIC  key="..."  value="..."  headers=[k=v]`.
+pub fn describe(r: &KafkaRecord) -> String {
+    let text = |b: &Option<Vec<u8>>| match b {
+        Some(b) => format!("{:?}", String::from_utf8_lossy(b)),
+        None => "null".to_string(),
+    };
+    let headers: Vec<String> = r
+        .headers
+        .iter()
+        .map(|h| format!("{}={}", h.key, String::from_utf8_lossy(&h.value)))
+        .collect();
+    format!(
+        "{}  key={}  value={}{}",
+        r.topic,
+        text(&r.key),
+        text(&r.value),
+        if headers.is_empty() {
+            String::new()
+        } else {
+            format!("  headers=[{}]", headers.join(", "))
+        }
+    )
 }

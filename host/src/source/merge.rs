@@ -2,8 +2,11 @@
 //! key. A bounded cache of full events lets the host hand transforms the whole
 //! event every time (the Go seed read fields a partial update leaves empty).
 
-use cvp_proto::event::Event;
+use crate::config::Op;
+use crate::event::SourceEvent;
+use cvp_proto::event::{Event, EventStreamResponse};
 use cvp_proto::merge::merge_event as merge;
+use cvp_proto::Operation;
 use lru::LruCache;
 use std::num::NonZeroUsize;
 
@@ -35,14 +38,39 @@ impl EventCache {
         self.events.len()
     }
 
+    /// Applies one message from CVP and returns the whole event it leaves,
+    /// with its operation; `None` for markers and for operations that are
+    /// not events (newer CVPs add some, such as batch markers).
+    pub fn apply(&mut self, resp: EventStreamResponse) -> Option<SourceEvent> {
+        let op = match Operation::try_from(resp.r#type) {
+            Ok(Operation::Initial) => Op::Initial,
+            Ok(Operation::Updated) => Op::Updated,
+            Ok(Operation::Deleted) => Op::Deleted,
+            _ => {
+                tracing::debug!(operation = resp.r#type, "operation not forwarded");
+                return None;
+            }
+        };
+        let Some(value) = resp.value else {
+            tracing::debug!(operation = resp.r#type, "message without an event; skipped");
+            return None;
+        };
+        let event = match op {
+            Op::Initial => self.put(value),
+            Op::Updated => self.update(value),
+            Op::Deleted => self.remove(value),
+        };
+        Some(SourceEvent { event, op })
+    }
+
     /// INITIAL: a fully specified event replaces what we had.
-    pub fn put(&mut self, ev: Event) -> Event {
+    fn put(&mut self, ev: Event) -> Event {
         self.events.put(id(&ev), ev.clone());
         ev
     }
 
     /// UPDATED: merge into the cached event and return the merged whole.
-    pub fn update(&mut self, diff: Event) -> Event {
+    fn update(&mut self, diff: Event) -> Event {
         let id = id(&diff);
         match self.events.get_mut(&id) {
             Some(full) => {
@@ -58,7 +86,7 @@ impl EventCache {
 
     /// DELETED: forget the event, returning the last state we knew (or the
     /// bare key, if it was never seen or was evicted).
-    pub fn remove(&mut self, key_only: Event) -> Event {
+    fn remove(&mut self, key_only: Event) -> Event {
         let mut last = self.events.pop(&id(&key_only)).unwrap_or_default();
         merge(&mut last, key_only);
         last

@@ -12,10 +12,10 @@ use crate::event::SourceEvent;
 use anyhow::{anyhow, bail, Result};
 use auth::{error_chain, Credentials, LoginClient};
 use cvp_proto::event::event_service_client::EventServiceClient;
-use cvp_proto::event::{Event, EventStreamRequest, EventStreamResponse};
+use cvp_proto::event::{EventStreamRequest, EventStreamResponse};
 use cvp_proto::Operation;
 use futures::StreamExt;
-use merge::EventCache;
+pub use merge::EventCache;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -327,38 +327,20 @@ impl CvpSource {
 
     /// Applies one message to the cache and queues what is to be forwarded.
     fn handle(&mut self, resp: EventStreamResponse, out: &mut Vec<SourceEvent>) {
-        let op = Operation::try_from(resp.r#type).ok();
-        if op == Some(Operation::InitialSyncComplete) {
+        if resp.r#type == Operation::InitialSyncComplete as i32 {
             tracing::info!(cached = self.cache.len(), "CVP initial sync complete");
             return;
         }
-        let Some(value) = resp.value else {
-            tracing::debug!(operation = resp.r#type, "message without an event; skipped");
+        let Some(ev) = self.cache.apply(resp) else {
             return;
         };
-        let emit =
-            |out: &mut Vec<SourceEvent>, event: Event, op: Op| out.push(SourceEvent { event, op });
-        match op {
-            Some(Operation::Initial) => {
-                let ev = self.cache.put(value);
-                if self.forward.initial {
-                    emit(out, ev, Op::Initial);
-                }
-            }
-            Some(Operation::Updated) => {
-                let ev = self.cache.update(value);
-                if self.forward.updated {
-                    emit(out, ev, Op::Updated);
-                }
-            }
-            Some(Operation::Deleted) => {
-                let ev = self.cache.remove(value);
-                if self.forward.deleted {
-                    emit(out, ev, Op::Deleted);
-                }
-            }
-            // Newer CVPs add operations (batch markers and the like): not events.
-            _ => tracing::debug!(operation = resp.r#type, "operation not forwarded"),
+        let wanted = match ev.op {
+            Op::Initial => self.forward.initial,
+            Op::Updated => self.forward.updated,
+            Op::Deleted => self.forward.deleted,
+        };
+        if wanted {
+            out.push(ev);
         }
     }
 }

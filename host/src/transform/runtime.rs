@@ -175,6 +175,7 @@ impl LoadedTransform {
             table: ResourceTable::new(),
             memory_cap: self.limits.memory as usize,
             hit_memory_cap: false,
+            last_panic: None,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| s);
@@ -251,7 +252,11 @@ impl Instance {
         match e.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => Fault::Timeout(self.limits.timeout),
             _ => {
-                let stderr = self.stderr.last_line();
+                let panic = self.store.data_mut().last_panic.take();
+                // Errors are one line: a guest's message may not be.
+                let stderr = panic
+                    .or_else(|| self.stderr.last_line())
+                    .map(|m| m.split_whitespace().collect::<Vec<_>>().join(" "));
                 let trap = e.root_cause().to_string();
                 Fault::Trap(match stderr {
                     Some(msg) => format!("{msg} ({trap})"),
@@ -290,6 +295,9 @@ pub struct GuestState {
     table: ResourceTable,
     memory_cap: usize,
     hit_memory_cap: bool,
+    /// A panic message the guest logged (the Rust SDK's panic hook does)
+    /// during the current call: the best explanation of the trap after it.
+    last_panic: Option<String>,
 }
 
 impl WasiView for GuestState {
@@ -329,6 +337,9 @@ impl wasmtime::ResourceLimiter for GuestState {
 
 impl bindings::cvp_stream::transform::host::Host for GuestState {
     fn log(&mut self, level: Level, message: String) {
+        if level == Level::Error && message.starts_with("panic: ") {
+            self.last_panic = Some(message.clone());
+        }
         let transform = &*self.name;
         match level {
             Level::Trace => tracing::trace!(transform, "{message}"),

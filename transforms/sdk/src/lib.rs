@@ -117,7 +117,16 @@ pub mod __private {
     fn forward_panics() {
         static ONCE: std::sync::Once = std::sync::Once::new();
         ONCE.call_once(|| {
-            std::panic::set_hook(Box::new(|info| crate::log::error(format!("panic: {info}"))));
+            std::panic::set_hook(Box::new(|info| {
+                // One line, message first: the host shows it as the reason
+                // the event failed.
+                let message = info.payload_as_str().unwrap_or("(no message)");
+                let at = info
+                    .location()
+                    .map(|l| format!(" (at {}:{})", l.file(), l.line()))
+                    .unwrap_or_default();
+                crate::log::error(format!("panic: {message}{at}"))
+            }));
         });
     }
 

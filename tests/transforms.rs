@@ -1,0 +1,220 @@
+//! Transforms in several languages: the Python and JavaScript examples and
+//! the Rust ones, through `cvp-stream transform test` and through the real
+//! pipeline (simulator -> cvp-stream -> tansu).
+
+mod support;
+
+use cvp_simulator::{SimOptions, Simulator};
+use std::path::PathBuf;
+use support::{config, run_to_end, wasm, Broker, Host, Record};
+
+/// A component built by an example's build.sh (scripts/test-all runs them).
+fn example(file: &str, build: &str) -> PathBuf {
+    let path = support::repo_root().join("target/examples").join(file);
+    assert!(
+        path.exists(),
+        "{} is missing: run {build} (scripts/test-all does)",
+        path.display()
+    );
+    path
+}
+
+fn site_enrich() -> PathBuf {
+    example("site_enrich.wasm", "transforms/python/site-enrich/build.sh")
+}
+
+fn json_subset() -> PathBuf {
+    example("json_subset.wasm", "transforms/js/json-subset/build.sh")
+}
+
+fn transform_test(args: &[&str]) -> (i32, Vec<String>, String) {
+    let mut all = vec!["transform", "test"];
+    all.extend_from_slice(args);
+    let (status, stdout, stderr) = run_to_end(&all);
+    (
+        status.code().unwrap_or(-1),
+        stdout.lines().map(String::from).collect(),
+        stderr,
+    )
+}
+
+#[test]
+fn transform_test_prints_what_the_stock_transform_produces() {
+    let (code, lines, stderr) = transform_test(&["builtin:title-to-key"]);
+    assert_eq!(code, 0, "{stderr}");
+    // Every operation of the built-in sample set, merged as `run` merges.
+    assert_eq!(lines.len(), 9, "{lines:#?}");
+    assert_eq!(
+        lines[0],
+        "a1f3c2e0d9b84e11 UPDATED: cvp-events  key=\"Interface Exceeded Outbound Utilization Threshold\"  value=\"Interface outOctets bandwidth utilization (98.80548%) exceeded threshold of 98%\""
+    );
+    assert_eq!(lines[6], "e91c0a7b3d664f28 DELETED: cvp-events  key=\"BGP Peer Session Down\"  value=\"BGP session to peer 10.255.0.12 (AS 65012) in VRF default is down\"");
+}
+
+#[test]
+fn transform_test_shows_drops_config_and_failures() {
+    let filter = wasm("severity_filter");
+    let (code, lines, stderr) = transform_test(&[
+        filter.to_str().unwrap(),
+        "--config",
+        "min_severity=critical",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let kept: Vec<&String> = lines.iter().filter(|l| !l.ends_with(": dropped")).collect();
+    assert_eq!(kept.len(), 2, "{lines:#?}"); // the BGP event, INITIAL and DELETED
+    assert!(
+        kept.iter().all(|l| l.starts_with("e91c0a7b3d664f28 ")),
+        "{kept:#?}"
+    );
+
+    let bad = wasm("misbehave");
+    let (code, lines, stderr) = transform_test(&[
+        bad.to_str().unwrap(),
+        "--config",
+        "mode=trap",
+        "--config",
+        "trigger=1300",
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("error: the transform failed on 2 of 9 events"),
+        "{stderr}"
+    );
+    let failed: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains(": error in misbehave: trapped: panic: misbehave: triggered by"))
+        .collect();
+    assert_eq!(failed.len(), 2, "{lines:#?}");
+}
+
+#[test]
+fn transform_test_refuses_what_is_not_our_component() {
+    let dir = tempfile::tempdir().unwrap();
+    let core = dir.path().join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    let (code, _, stderr) = transform_test(&[core.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("is a core WebAssembly module, not a component"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn python_example_through_transform_test() {
+    let (code, lines, stderr) = transform_test(&[
+        site_enrich().to_str().unwrap(),
+        "--config",
+        "sites={JPE19181520: dc1, SSJ17371234: dc2}",
+        "--config",
+        "default=elsewhere",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let sites: Vec<String> = lines
+        .iter()
+        .map(|l| l.rsplit("headers=").next().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        sites,
+        [
+            "[site=dc1]",
+            "[site=dc2]",
+            "[site=dc1]",
+            "[site=dc2]",
+            "[site=elsewhere]",
+            "[site=elsewhere]",
+            "[site=elsewhere]",
+            "[site=elsewhere]",
+            "[site=elsewhere]"
+        ],
+        "{lines:#?}"
+    );
+    // Without the mapping the transform refuses to start, naming the key.
+    let (code, _, stderr) = transform_test(&[site_enrich().to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("init failed: config key `sites` is missing"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn javascript_example_through_transform_test() {
+    let (code, lines, stderr) = transform_test(&[
+        json_subset().to_str().unwrap(),
+        "--config",
+        "fields=[key, severity, title]",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        lines[0],
+        r#"a1f3c2e0d9b84e11 UPDATED: cvp-events  key="a1f3c2e0d9b84e11"  value="{\"key\":\"a1f3c2e0d9b84e11\",\"severity\":\"warning\",\"title\":\"Interface Exceeded Outbound Utilization Threshold\"}""#
+    );
+    let (code, _, stderr) = transform_test(&[
+        json_subset().to_str().unwrap(),
+        "--config",
+        "fields=[sevrity]",
+    ]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("unknown field \"sevrity\""), "{stderr}");
+}
+
+/// Python then JavaScript then nothing else: headers from the first, the
+/// value from the second, into a real broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_and_javascript_in_one_pipeline() {
+    let broker = Broker::start();
+    broker.create_topic("polyglot", 1);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sim = Simulator::start(
+        SimOptions {
+            token: Some("tok".into()),
+            script: cvp_simulator::load_jsonl(&support::sample_events()).unwrap(),
+            rate: 0.0,
+            ..SimOptions::default()
+        },
+        listener,
+    )
+    .await
+    .unwrap();
+    let transforms = format!(
+        "  - name: site-enrich\n    path: {:?}\n    config: {{ sites: {{ JPE19181520: dc1, SSJ17371234: dc2 }} }}\n  - name: json-subset\n    path: {:?}\n    config: {{ fields: [key, title] }}\n",
+        site_enrich().display().to_string(),
+        json_subset().display().to_string()
+    );
+    let host = Host::run(
+        &config(
+            &sim.local_addr().to_string(),
+            "    token: tok\n    tls: { enabled: false }",
+            &transforms,
+            &broker,
+            "polyglot",
+        ),
+        &[],
+    );
+    let expected: Vec<Record> = support::sample_live()
+        .iter()
+        .filter(|e| e["type"] == "UPDATED")
+        .map(|e| {
+            let v = &e["value"];
+            let key = v["key"]["key"].as_str().unwrap();
+            let value = match v["title"].as_str() {
+                Some(t) => serde_json::json!({ "key": key, "title": t }),
+                None => serde_json::json!({ "key": key, "title": "" }),
+            };
+            let mut r = Record::text("polyglot", key, &value.to_string());
+            let device = v["data"]["data"]["deviceId"].as_str().unwrap_or("");
+            r.headers = match device {
+                "JPE19181520" => vec![("site".into(), b"dc1".to_vec())],
+                "SSJ17371234" => vec![("site".into(), b"dc2".to_vec())],
+                _ => vec![],
+            };
+            r
+        })
+        .collect();
+    let got = broker.consume(&host, "polyglot", expected.len());
+    assert_eq!(got, expected);
+    let (status, log) = host.stop();
+    assert!(status.success(), "exit {status}; log:\n{log}");
+    assert_eq!(broker.all("polyglot"), expected);
+}
