@@ -218,3 +218,213 @@ async fn python_and_javascript_in_one_pipeline() {
     assert!(status.success(), "exit {status}; log:\n{log}");
     assert_eq!(broker.all("polyglot"), expected);
 }
+
+/// Replaces `path` the way deploy tools should: write aside, then rename.
+fn replace_file(path: &std::path::Path, bytes: &[u8]) {
+    let aside = path.with_extension("new");
+    std::fs::write(&aside, bytes).unwrap();
+    std::fs::rename(&aside, path).unwrap();
+}
+
+/// A `.wasm` changed on disk is loaded while events stream; a broken one
+/// is refused and the running version kept; SIGHUP reloads everything. No
+/// event is lost or doubled across the swaps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_reload_swaps_without_losing_events() {
+    const UPDATES: usize = 400;
+    let broker = Broker::start();
+    broker.create_topic("reload", 1);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sim = Simulator::start(
+        SimOptions {
+            token: Some("tok".into()),
+            initial: 5,
+            updates: UPDATES as u64,
+            rate: 40.0,
+            ..SimOptions::default()
+        },
+        listener,
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("t.wasm");
+    std::fs::copy(wasm("title_to_key"), &live).unwrap();
+    let transforms = format!("  - name: t\n    path: {:?}\n", live.display().to_string());
+    let extra = "    token: tok\n    tls: { enabled: false }\n    operations: [updated, deleted]";
+    let host = Host::run(
+        &config(
+            &sim.local_addr().to_string(),
+            extra,
+            &transforms,
+            &broker,
+            "reload",
+        ),
+        &[],
+    );
+
+    broker.consume(&host, "reload", 10);
+    replace_file(&live, b"not a component");
+    let line = host.wait_for_log("cannot reload transform t");
+    assert!(
+        line.contains("keeping the running version") && line.contains("is not a WebAssembly file"),
+        "{line}"
+    );
+    replace_file(&live, &std::fs::read(wasm("route_by_type")).unwrap());
+    host.wait_for_log("reloaded transform t");
+
+    let got = broker.consume(&host, "reload", UPDATES);
+    // Before the swap: title-to-key (no headers); after it: route-by-type
+    // (its headers, key = the CVP event key). One switch, both sides seen.
+    let switch = got
+        .iter()
+        .position(|r| !r.headers.is_empty())
+        .expect("records from the new version");
+    assert!(switch >= 10, "switched at {switch}");
+    assert!(
+        got[switch..]
+            .iter()
+            .all(|r| r.header("cvp-event-type").is_some()),
+        "a record of the old version after the swap"
+    );
+    assert!(got[..switch].iter().all(|r| r.headers.is_empty()));
+
+    host.signal(libc::SIGHUP);
+    host.wait_for_log("SIGHUP: reloading every transform");
+    host.wait_for_log("reloaded transform t");
+    let (status, log) = host.stop();
+    assert!(status.success(), "exit {status}; log:\n{log}");
+    assert_eq!(broker.all("reload"), got, "every event exactly once");
+}
+
+/// `cvp-stream test`: the example's cases pass; a wrong expectation fails
+/// with what differs, and the exit code says so.
+#[test]
+fn declarative_pipeline_tests() {
+    let example = support::repo_root().join("config/pipeline-tests.yaml");
+    let (status, stdout, stderr) = run_to_end(&["test", "--config", example.to_str().unwrap()]);
+    assert!(status.success(), "{stdout}{stderr}");
+    assert!(stdout.ends_with("3 passed, 0 failed\n"), "{stdout}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = dir.path().join("wrong.yaml");
+    let text = std::fs::read_to_string(&example)
+        .unwrap()
+        .replace(
+            "../target/wasm",
+            &support::repo_root()
+                .join("target/wasm")
+                .display()
+                .to_string(),
+        )
+        .replace(
+            "      - key: BGP Peer Session Down",
+            "      - key: BGP Peer Down",
+        );
+    std::fs::write(&wrong, text).unwrap();
+    let (status, stdout, stderr) = run_to_end(&["test", "--config", wrong.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        stdout.contains("FAIL  a deleted critical event still carries its title: record 1: key is Some(\"BGP Peer Session Down\"), expected \"BGP Peer Down\""),
+        "{stdout}"
+    );
+    assert!(stdout.ends_with("2 passed, 1 failed\n"), "{stdout}");
+    assert!(
+        stderr.contains("error: 1 of 3 pipeline tests failed"),
+        "{stderr}"
+    );
+}
+
+/// `transform new` makes a project that builds with its own command and
+/// works: it tags records with `x-transform` and honours `min_severity`.
+fn scaffold_builds_and_works(lang: &str, build: &[&str], wasm_at: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("my-filter");
+    let (status, stdout, stderr) = run_to_end(&[
+        "transform",
+        "new",
+        "--lang",
+        lang,
+        "my-filter",
+        "--dir",
+        project.to_str().unwrap(),
+    ]);
+    assert!(status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.starts_with(&format!("created {lang} transform my-filter")),
+        "{stdout}"
+    );
+
+    let mut cmd = std::process::Command::new(build[0]);
+    cmd.args(&build[1..]).current_dir(&project);
+    // Rust scaffolds share one target dir across runs, so the SDK's
+    // dependencies build once.
+    cmd.env(
+        "CARGO_TARGET_DIR",
+        support::repo_root().join("target/scaffold-test"),
+    );
+    let out = cmd.output().expect("run the scaffold's build");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let wasm = if lang == "rust" {
+        support::repo_root()
+            .join("target/scaffold-test")
+            .join(wasm_at)
+    } else {
+        project.join(wasm_at)
+    };
+
+    let (code, lines, stderr) = transform_test(&[wasm.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(lines.len(), 9, "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.ends_with("headers=[x-transform=my-filter]")),
+        "{lines:#?}"
+    );
+    let (code, lines, stderr) =
+        transform_test(&[wasm.to_str().unwrap(), "--config", "min_severity=error"]);
+    assert_eq!(code, 0, "{stderr}");
+    let kept = lines.iter().filter(|l| !l.ends_with(": dropped")).count();
+    assert_eq!(kept, 4, "error and critical events only: {lines:#?}");
+
+    // The same name again is refused, not overwritten.
+    let (status, _, stderr) = run_to_end(&[
+        "transform",
+        "new",
+        "--lang",
+        lang,
+        "my-filter",
+        "--dir",
+        project.to_str().unwrap(),
+    ]);
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        stderr.contains("already exists and is not empty"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn new_rust_transform() {
+    scaffold_builds_and_works(
+        "rust",
+        &["cargo", "build", "--release"],
+        "wasm32-wasip2/release/my_filter.wasm",
+    );
+}
+
+#[test]
+fn new_python_transform() {
+    scaffold_builds_and_works("python", &["./build.sh"], "my_filter.wasm");
+}
+
+#[test]
+fn new_javascript_transform() {
+    scaffold_builds_and_works("js", &["./build.sh"], "my_filter.wasm");
+}

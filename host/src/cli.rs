@@ -42,6 +42,8 @@ pub enum Command {
     /// Run the whole pipeline on a built-in simulated CVP with the stock
     /// title-to-key transform, printing each record (or producing to --brokers).
     Demo(DemoArgs),
+    /// Run the config's `tests:` cases through its transform chain.
+    Test(ConfigArg),
     /// Work with transform components.
     #[command(subcommand)]
     Transform(TransformCommand),
@@ -52,6 +54,30 @@ pub enum TransformCommand {
     /// Run a component over sample events and print what it would produce
     /// (topic, key, value, headers), drop, or fail on.
     Test(TransformTestArgs),
+    /// Create a working transform project to start from.
+    New(TransformNewArgs),
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Lang {
+    Rust,
+    Python,
+    Js,
+}
+
+#[derive(Args, Debug)]
+pub struct TransformNewArgs {
+    /// The transform's name: lower-case letters, digits and dashes.
+    pub name: String,
+    #[arg(long, value_enum)]
+    pub lang: Lang,
+    /// Where to create it (default: a folder named NAME).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// The Rust SDK crate (transforms/sdk in cvp-stream's source), when the
+    /// binary was built elsewhere.
+    #[arg(long)]
+    pub sdk: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -180,7 +206,16 @@ pub fn normalize_args(args: Vec<String>) -> Vec<String> {
         })
         .collect();
     let has_subcommand = out.iter().skip(1).any(|a| {
-        ["run", "validate", "simulate", "demo", "transform", "help"].contains(&a.as_str())
+        [
+            "run",
+            "validate",
+            "simulate",
+            "demo",
+            "transform",
+            "test",
+            "help",
+        ]
+        .contains(&a.as_str())
     });
     let has_seed_flag = out.iter().any(|a| {
         SEED_FLAGS

@@ -67,6 +67,11 @@ pub fn validate(path: &Path) -> Result<()> {
     Ok(())
 }
 
+pub fn test(path: &Path) -> Result<()> {
+    let config = load_config(path, &SeedArgs::default())?;
+    crate::pipeline_test::run(&config)
+}
+
 fn load_config(path: &Path, seed: &SeedArgs) -> Result<Config> {
     let mut config = Config::load(path, seed)?;
     config.resolve_paths(path.parent().unwrap_or(Path::new(".")));

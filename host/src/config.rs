@@ -20,6 +20,40 @@ pub struct Config {
     pub sink: SinkConfig,
     #[serde(default)]
     pub pipeline: PipelineConfig,
+    /// Cases for `cvp-stream test`; `run` ignores them.
+    #[serde(default)]
+    pub tests: Vec<TestCase>,
+}
+
+/// One case of `cvp-stream test`: an event in, the records expected out.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestCase {
+    pub name: String,
+    /// The event as CVP sends it, in protobuf JSON (as in a recording).
+    pub event: serde_yaml::Value,
+    #[serde(default = "default_test_operation")]
+    pub operation: Op,
+    /// The records, in order (`[]`: dropped). Fields left out are not checked.
+    pub expect: Option<Vec<ExpectedRecord>>,
+    /// Instead of records: a transform fails with a message containing this.
+    pub expect_error: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectedRecord {
+    pub topic: Option<String>,
+    pub key: Option<String>,
+    pub value: Option<String>,
+    /// The value parsed as JSON equals this (key order does not matter).
+    pub value_json: Option<serde_yaml::Value>,
+    /// These headers, exactly (as text).
+    pub headers: Option<BTreeMap<String, String>>,
+}
+
+fn default_test_operation() -> Op {
+    Op::Updated
 }
 
 #[derive(Debug, Deserialize)]
@@ -116,7 +150,7 @@ pub enum SeverityName {
     Critical,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TransformConfig {
     pub name: String,
@@ -391,6 +425,14 @@ impl Config {
         }
         if self.pipeline.batch_size == 0 {
             bail!("pipeline.batch_size must be at least 1");
+        }
+        for t in &self.tests {
+            if t.expect.is_some() == t.expect_error.is_some() {
+                bail!(
+                    "tests: {:?} needs exactly one of expect and expect_error",
+                    t.name
+                );
+            }
         }
         let mut names = std::collections::HashSet::new();
         for t in &self.transforms {

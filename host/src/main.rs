@@ -9,6 +9,8 @@ mod commands;
 mod config;
 mod event;
 mod pipeline;
+mod pipeline_test;
+mod scaffold;
 mod secret;
 mod sink;
 mod source;
@@ -55,9 +57,11 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => commands::run(args, shutdown).await,
             Command::Validate(args) => commands::validate(&args.config),
+            Command::Test(args) => commands::test(&args.config),
             Command::Simulate(args) => commands::simulate(args, shutdown).await,
             Command::Demo(args) => commands::demo(args, shutdown).await,
             Command::Transform(TransformCommand::Test(args)) => transform_test::run(args),
+            Command::Transform(TransformCommand::New(args)) => scaffold::run(args),
         }
     });
     // librdkafka and wasmtime threads must not hold the exit.

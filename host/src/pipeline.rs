@@ -9,8 +9,10 @@ use crate::config::Config;
 use crate::event::SourceEvent;
 use crate::sink::{Delivery, Sink, SinkStats};
 use crate::source::CvpSource;
-use crate::transform::Chain;
+use crate::transform::{reload, Chain};
 use anyhow::{anyhow, Result};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -46,13 +48,36 @@ impl Pipeline {
         let (events_tx, mut events_rx) = mpsc::channel::<Vec<SourceEvent>>(CHANNEL_BATCHES);
         let (out_tx, out_rx) = mpsc::channel::<Vec<Delivery>>(CHANNEL_BATCHES);
 
-        let source_task = tokio::spawn(source.run(events_tx, shutdown.clone(), once));
+        let shutdown_for_source = shutdown.clone();
+        let reload = Arc::new(AtomicU8::new(reload::NONE));
+        let watcher = tokio::spawn(reload::watch(
+            chain.watched_files(),
+            reload.clone(),
+            events_tx.clone(),
+            shutdown.clone(),
+        ));
+        let source_task = tokio::spawn(async move {
+            let result = source.run(events_tx, shutdown_for_source, once).await;
+            // The watcher holds a sender too: with both gone the transform
+            // thread drains and ends, and then the sink.
+            watcher.abort();
+            result
+        });
 
         // Transforms are synchronous CPU work: keep them off the async runtime.
         let transform_thread = std::thread::Builder::new()
             .name("transforms".into())
             .spawn(move || {
                 while let Some(batch) = events_rx.blocking_recv() {
+                    // Swaps happen here, between batches: nothing is in flight.
+                    match reload.swap(reload::NONE, Ordering::AcqRel) {
+                        reload::ALL => chain.reload(true),
+                        reload::CHANGED => chain.reload(false),
+                        _ => {}
+                    }
+                    if batch.is_empty() {
+                        continue; // a nudge from the watcher
+                    }
                     let outcomes = chain.process(&batch);
                     let deliveries: Vec<Delivery> = batch
                         .iter()

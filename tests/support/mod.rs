@@ -354,6 +354,13 @@ impl Host {
         self.lines.lock().unwrap().join("\n")
     }
 
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid has no memory effects.
+        unsafe {
+            libc::kill(self.child.id() as i32, signal);
+        }
+    }
+
     /// SIGTERM, as systemd or Kubernetes would stop it; waits for the exit.
     pub fn stop(mut self) -> (ExitStatus, String) {
         // SAFETY: kill(2) on our own child's pid has no memory effects.

@@ -5,13 +5,16 @@
 pub mod bindings;
 pub mod builtin;
 mod convert;
+pub mod reload;
 pub mod runtime;
 
-use crate::config::{Config, OnError};
+use crate::config::{Config, OnError, TransformConfig};
 use crate::event::SourceEvent;
 use anyhow::Result;
 use bindings::{Input, KafkaRecord, Output, WitEvent};
 use runtime::{Fault, Instance, LoadedTransform, Runtime};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 /// What became of one event.
 #[derive(Debug)]
@@ -29,34 +32,97 @@ pub enum Outcome {
 pub struct Chain {
     topic: String,
     stages: Vec<Stage>,
+    /// Kept for reloads; `None` when there are no transforms.
+    runtime: Option<Runtime>,
 }
 
 struct Stage {
+    config: TransformConfig,
+    /// The file's modification time when it was loaded (None: built in).
+    modified: Option<SystemTime>,
     loaded: LoadedTransform,
     instance: Option<Instance>,
     on_error: OnError,
+}
+
+impl Stage {
+    fn build(runtime: &Runtime, config: &TransformConfig) -> Result<Stage> {
+        let modified = modified(&config.path);
+        let loaded = runtime.load(config)?;
+        let instance = loaded.instantiate()?;
+        Ok(Stage {
+            config: config.clone(),
+            modified,
+            loaded,
+            instance: Some(instance),
+            on_error: config.on_error,
+        })
+    }
+}
+
+/// When a transform's file last changed; `None` for built-ins and files
+/// that cannot be read (the load itself reports those).
+pub fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 impl Chain {
     /// Compiles, checks and instantiates every transform in the config.
     pub fn load(config: &Config) -> Result<Chain> {
         let mut stages = Vec::with_capacity(config.transforms.len());
-        if !config.transforms.is_empty() {
-            let runtime = Runtime::new()?;
+        let runtime = if config.transforms.is_empty() {
+            None
+        } else {
+            Some(Runtime::new()?)
+        };
+        if let Some(runtime) = &runtime {
             for t in &config.transforms {
-                let loaded = runtime.load(t)?;
-                let instance = loaded.instantiate()?;
-                stages.push(Stage {
-                    loaded,
-                    instance: Some(instance),
-                    on_error: t.on_error,
-                });
+                stages.push(Stage::build(runtime, t)?);
             }
         }
         Ok(Chain {
             topic: config.sink.kafka.topic.clone(),
             stages,
+            runtime,
         })
+    }
+
+    /// Loads transforms again: every one when `all` (SIGHUP), else those
+    /// whose file changed since it was loaded. One that fails to load or
+    /// initialise keeps its running version, and the log says why. Called
+    /// between batches, so no event is in flight in the chain.
+    pub fn reload(&mut self, all: bool) {
+        let Some(runtime) = &self.runtime else {
+            tracing::info!("reload requested, but there are no transforms");
+            return;
+        };
+        for stage in &mut self.stages {
+            let now = modified(&stage.config.path);
+            if !all && now == stage.modified {
+                continue;
+            }
+            let name = stage.config.name.clone();
+            match Stage::build(runtime, &stage.config) {
+                Ok(fresh) => {
+                    *stage = fresh;
+                    tracing::info!(transform = %name, "reloaded transform {name} from {}", stage.config.path.display());
+                }
+                Err(e) => {
+                    // Do not retry the same bytes on every poll.
+                    stage.modified = now;
+                    tracing::error!(transform = %name, "cannot reload transform {name}, keeping the running version: {e:#}");
+                }
+            }
+        }
+    }
+
+    /// The files to watch for changes (built-ins excluded).
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        self.stages
+            .iter()
+            .filter(|s| s.modified.is_some())
+            .map(|s| s.config.path.clone())
+            .collect()
     }
 
     /// The record produced when no transform says otherwise: key = the CVP
