@@ -428,3 +428,59 @@ fn new_python_transform() {
 fn new_javascript_transform() {
     scaffold_builds_and_works("js", &["./build.sh"], "my_filter.wasm");
 }
+
+/// A guest writing to stderr (here in `init`) works in every command that
+/// runs transforms; wasmtime-wasi's synchronous stderr once panicked the
+/// host when called inside the async runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_stderr_is_fine_everywhere() {
+    let bad = wasm("misbehave");
+    let (code, lines, stderr) = transform_test(&[
+        bad.to_str().unwrap(),
+        "--config",
+        "mode=error",
+        "--config",
+        "say=hello",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(lines.len(), 9);
+
+    let broker = Broker::start();
+    broker.create_topic("talk", 1);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let script = cvp_simulator::load_jsonl(&support::sample_events()).unwrap();
+    let sim = Simulator::start(
+        SimOptions {
+            token: Some("tok".into()),
+            script,
+            rate: 0.0,
+            ..SimOptions::default()
+        },
+        listener,
+    )
+    .await
+    .unwrap();
+    let transforms = format!(
+        "  - name: talker\n    path: {:?}\n    config: {{ mode: error, say: hello }}\n",
+        bad.display().to_string()
+    );
+    let yaml = config(
+        &sim.local_addr().to_string(),
+        "    token: tok\n    tls: { enabled: false }",
+        &transforms,
+        &broker,
+        "talk",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    std::fs::write(&path, &yaml).unwrap();
+    let (status, stdout, stderr) = run_to_end(&["validate", "--config", path.to_str().unwrap()]);
+    assert!(status.success(), "{stdout}{stderr}");
+
+    let host = Host::run(&yaml, &[]);
+    let got = broker.consume(&host, "talk", 6);
+    assert_eq!(got.len(), 6);
+    let (status, log) = host.stop();
+    assert!(status.success(), "exit {status}; log:\n{log}");
+    assert!(!log.contains("panicked"), "{log}");
+}

@@ -9,6 +9,7 @@ use crate::transform::builtin;
 use anyhow::{anyhow, Context, Result};
 use cvp_simulator::{SimOptions, Simulator, TlsIdentity};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 pub async fn run(args: RunArgs, shutdown: CancellationToken) -> Result<()> {
@@ -17,10 +18,10 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> Result<()> {
         username: args.username,
         password: args.password.map(Secret::new),
     };
-    let config = load_config(&args.config, &seed)?;
+    let config = Arc::new(load_config(&args.config, &seed)?);
     let kafka = KafkaSink::new(&config.sink.kafka)?;
     kafka.probe(&config.sink.kafka.topic).await;
-    let pipeline = Pipeline::build(&config, Sink::Kafka(kafka))?;
+    let pipeline = Pipeline::build_off_runtime(config.clone(), Sink::Kafka(kafka)).await?;
     tracing::info!(
         cvp = %config.source.cvp.address,
         topic = %config.sink.kafka.topic,
@@ -179,7 +180,7 @@ pub async fn demo(args: DemoArgs, shutdown: CancellationToken) -> Result<()> {
             path.display().to_string()
         ));
     }
-    let config = Config::parse(&yaml, &SeedArgs::default())?;
+    let config = Arc::new(Config::parse(&yaml, &SeedArgs::default())?);
     let sink = match &args.brokers {
         Some(_) => {
             let kafka = KafkaSink::new(&config.sink.kafka)?;
@@ -188,7 +189,7 @@ pub async fn demo(args: DemoArgs, shutdown: CancellationToken) -> Result<()> {
         }
         None => Sink::Stdout(StdoutSink),
     };
-    let pipeline = Pipeline::build(&config, sink)?;
+    let pipeline = Pipeline::build_off_runtime(config.clone(), sink).await?;
     tracing::info!(
         "demo: simulated CVP on {addr}, transforms [{}]; press Ctrl-C to stop",
         transforms

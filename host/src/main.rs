@@ -41,31 +41,18 @@ fn main() -> ExitCode {
     // provider-less build panics without it, even for plain HTTP.
     let _ = rustls::crypto::ring::default_provider().install_default();
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let result = match cli.command {
+        // Commands that only run transforms stay off the async runtime:
+        // wasmtime-wasi's synchronous calls (a guest writing to stderr) block
+        // on a runtime of their own, which panics inside ours.
+        Command::Validate(args) => commands::validate(&args.config),
+        Command::Test(args) => commands::test(&args.config),
+        Command::Transform(TransformCommand::Test(args)) => transform_test::run(args),
+        Command::Transform(TransformCommand::New(args)) => scaffold::run(args),
+        Command::Run(args) => serve(|shutdown| commands::run(args, shutdown)),
+        Command::Simulate(args) => serve(|shutdown| commands::simulate(args, shutdown)),
+        Command::Demo(args) => serve(|shutdown| commands::demo(args, shutdown)),
     };
-    let result = runtime.block_on(async {
-        let shutdown = CancellationToken::new();
-        watch_signals(shutdown.clone());
-        match cli.command {
-            Command::Run(args) => commands::run(args, shutdown).await,
-            Command::Validate(args) => commands::validate(&args.config),
-            Command::Test(args) => commands::test(&args.config),
-            Command::Simulate(args) => commands::simulate(args, shutdown).await,
-            Command::Demo(args) => commands::demo(args, shutdown).await,
-            Command::Transform(TransformCommand::Test(args)) => transform_test::run(args),
-            Command::Transform(TransformCommand::New(args)) => scaffold::run(args),
-        }
-    });
-    // librdkafka and wasmtime threads must not hold the exit.
-    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -76,10 +63,39 @@ fn main() -> ExitCode {
     }
 }
 
+/// Runs a long-lived command on the async runtime, with signal handling.
+fn serve<F, Fut>(command: F) -> anyhow::Result<()>
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
+    let result = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        watch_signals(shutdown.clone());
+        command(shutdown).await
+    });
+    // librdkafka and wasmtime threads must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
+}
+
 fn init_logging(level: &str, format: LogFormat) {
     use tracing_subscriber::EnvFilter;
+    // A bare level applies to cvp-stream's own logs (and librdkafka's);
+    // wasmtime and Cranelift at debug would print millions of lines.
+    let is_bare_level = ["error", "warn", "info", "debug", "trace"].contains(&level.trim());
+    let directives = if is_bare_level {
+        let l = level.trim();
+        format!("warn,cvp_stream={l},cvp_simulator={l},librdkafka={l}")
+    } else {
+        level.to_string()
+    };
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
+        .or_else(|_| EnvFilter::try_new(&directives))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     // Colour only for a person at a terminal, never in files or journald.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());

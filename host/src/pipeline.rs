@@ -26,6 +26,14 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    /// [`Pipeline::build`] from async code: transforms are instantiated and
+    /// initialised off the runtime (see `main.rs` on wasmtime-wasi).
+    pub async fn build_off_runtime(config: std::sync::Arc<Config>, sink: Sink) -> Result<Pipeline> {
+        tokio::task::spawn_blocking(move || Pipeline::build(&config, sink))
+            .await
+            .map_err(|e| anyhow!("loading the transforms failed: {e}"))?
+    }
+
     /// Everything that can fail at start-up fails here, before connecting.
     pub fn build(config: &Config, sink: Sink) -> Result<Pipeline> {
         let chain = Chain::load(config)?;

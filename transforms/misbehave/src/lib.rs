@@ -20,6 +20,11 @@ struct Misbehave {
 
 impl Transform for Misbehave {
     fn new(config: &Config) -> Result<Self, String> {
+        // Guests may write to stderr (Python tracebacks, eprintln!): the
+        // host must take it in every command, not only in `run`.
+        if let Some(text) = config.get("say") {
+            eprintln!("{text}");
+        }
         let mode = match config.get("mode") {
             Some("trap") => Mode::Trap,
             Some("spin") => Mode::Spin,
