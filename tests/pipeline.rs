@@ -28,6 +28,20 @@ async fn sample_simulator(token: &str) -> (SimHandle, String) {
 
 const PLAIN_TOKEN: &str = "    token: tok-123\n    tls: { enabled: false }";
 
+/// `cvp-stream run` with the stock transform, reading `cvp`, producing to `topic`.
+fn stock_host(cvp: &str, cvp_extra: &str, broker: &Broker, topic: &str) -> Host {
+    Host::run(
+        &config(
+            cvp,
+            cvp_extra,
+            &transform("t", "title_to_key", ""),
+            broker,
+            topic,
+        ),
+        &[],
+    )
+}
+
 fn transform(name: &str, file: &str, extra: &str) -> String {
     format!(
         "  - name: {name}\n    path: {:?}\n{extra}",
@@ -261,16 +275,7 @@ async fn tls_with_custom_ca() {
         "    token: tok-tls\n    tls: {{ ca_file: {:?} }}",
         ca.display().to_string()
     );
-    let host = Host::run(
-        &config(
-            &addr,
-            &extra,
-            &transform("t", "title_to_key", ""),
-            &broker,
-            "tls",
-        ),
-        &[],
-    );
+    let host = stock_host(&addr, &extra, &broker, "tls");
     let got = broker.consume(&host, "tls", 6);
     assert_eq!(
         got[0].key_text(),
@@ -369,16 +374,7 @@ async fn partial_updates_are_merged() {
     .await;
     // Deleted events carry the last known state too.
     let extra = format!("{PLAIN_TOKEN}\n    operations: [updated, deleted]");
-    let host = Host::run(
-        &config(
-            &addr,
-            &extra,
-            &transform("t", "title_to_key", ""),
-            &broker,
-            "merged",
-        ),
-        &[],
-    );
+    let host = stock_host(&addr, &extra, &broker, "merged");
     let got = broker.consume(&host, "merged", 300);
     let untitled: Vec<_> = got.iter().filter(|r| r.key_text().is_empty()).collect();
     assert!(
@@ -553,16 +549,7 @@ async fn server_side_filter() {
     broker.create_topic("filtered", 1);
     let (sim, addr) = sample_simulator("tok-123").await;
     let extra = format!("{PLAIN_TOKEN}\n    filter: {{ severity: [error], event_type: [HIGH_INTF_OUT_UTIL, HIGH_INTF_IN_UTIL] }}");
-    let host = Host::run(
-        &config(
-            &addr,
-            &extra,
-            &transform("t", "title_to_key", ""),
-            &broker,
-            "filtered",
-        ),
-        &[],
-    );
+    let host = stock_host(&addr, &extra, &broker, "filtered");
     let got = broker.consume(&host, "filtered", 2);
     assert_eq!(
         got.iter()

@@ -484,3 +484,59 @@ async fn guest_stderr_is_fine_everywhere() {
     assert!(status.success(), "exit {status}; log:\n{log}");
     assert!(!log.contains("panicked"), "{log}");
 }
+
+/// A component built for another version of the WIT package is refused
+/// with a message saying which version it has and which the host takes.
+/// (The real stock component with its interface names moved to @0.9.0.)
+#[test]
+fn component_for_another_wit_version_is_refused() {
+    let mut bytes = std::fs::read(wasm("title_to_key")).unwrap();
+    let (from, to) = (b"cvp-stream:transform/".as_slice(), b"@0.1.0".as_slice());
+    let mut patched = 0;
+    let mut i = 0;
+    while let Some(at) = bytes[i..].windows(from.len()).position(|w| w == from) {
+        let start = i + at + from.len();
+        // `cvp-stream:transform/NAME@0.1.0`: move the version to 0.9.0.
+        if let Some(v) = bytes[start..].iter().take(32).position(|&b| b == b'@') {
+            if bytes[start + v..].starts_with(to) {
+                bytes[start + v + 3] = b'9';
+                patched += 1;
+            }
+        }
+        i = start;
+    }
+    assert!(
+        patched >= 2,
+        "expected import and export names to patch, found {patched}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.wasm");
+    std::fs::write(&path, &bytes).unwrap();
+    let (code, _, stderr) = transform_test(&[path.to_str().unwrap()]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("was built for cvp-stream:transform@0.9.0; this cvp-stream accepts cvp-stream:transform@0.1.0 (0.1.x)"),
+        "{stderr}"
+    );
+}
+
+/// A guest's log lines reach the host's log, tagged with the transform.
+#[test]
+fn guest_logs_reach_the_host_log() {
+    let (code, _, stderr) = transform_test(&[
+        site_enrich().to_str().unwrap(),
+        "--config",
+        "sites={JPE19181520: dc1}",
+        "--log-level",
+        "debug",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("1 devices mapped") || l.contains("1 device mapped"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(
+        line.contains("transform=\"site_enrich\"") || line.contains("transform=site_enrich"),
+        "{line}"
+    );
+}
