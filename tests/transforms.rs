@@ -540,3 +540,37 @@ fn guest_logs_reach_the_host_log() {
         "{line}"
     );
 }
+
+/// A guest whose heap only grows reaches its memory cap on some ordinary
+/// event; that event gets a second try on a fresh instance instead of being
+/// dropped, so all 600 records come out.
+#[test]
+fn an_instance_worn_out_does_not_cost_an_innocent_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("many.jsonl");
+    let line = std::fs::read_to_string(support::sample_events())
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    let text: String = (0..600)
+        .map(|i| line.replace("a1f3c2e0d9b84e11", &format!("{i:016x}")) + "\n")
+        .collect();
+    std::fs::write(&events, text).unwrap();
+    let leaky = wasm("misbehave");
+    let (code, lines, stderr) = transform_test(&[
+        leaky.to_str().unwrap(),
+        "--config",
+        "mode=leak",
+        "--events",
+        events.to_str().unwrap(),
+    ]);
+    assert!(
+        stderr.contains("exceeded its memory limit"),
+        "the cap was never reached: {stderr}"
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(lines.len(), 600);
+    assert!(lines.iter().all(|l| !l.contains(": error in ")), "{stderr}");
+}

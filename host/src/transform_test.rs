@@ -29,7 +29,11 @@ pub fn run(args: TransformTestArgs) -> Result<()> {
         ),
     };
     let events = replay(&text, &source)?;
-    let outcomes = chain.process(&events);
+    // In batches of pipeline.batch_size, as `run` hands them over.
+    let outcomes: Vec<Outcome> = events
+        .chunks(config.pipeline.batch_size)
+        .flat_map(|batch| chain.process(batch))
+        .collect();
 
     let mut out = std::io::stdout().lock();
     let mut failures = 0;

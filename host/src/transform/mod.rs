@@ -210,7 +210,7 @@ impl Stage {
             inputs.push(Input { event, record });
         }
 
-        let results = self.call(&inputs, batch, &owners);
+        let results = self.call(&inputs);
 
         let mut next = Vec::with_capacity(inputs.len());
         for ((input, i), result) in inputs.into_iter().zip(owners).zip(results) {
@@ -242,38 +242,37 @@ impl Stage {
 
     /// Calls the transform on a batch; on a fault, rebuilds the instance and
     /// retries the inputs one by one so that only the culprit fails.
-    fn call(
-        &mut self,
-        inputs: &[Input],
-        batch: &[SourceEvent],
-        owners: &[usize],
-    ) -> Vec<Result<Vec<KafkaRecord>, String>> {
+    fn call(&mut self, inputs: &[Input]) -> Vec<Result<Vec<KafkaRecord>, String>> {
+        if let [input] = inputs {
+            return vec![self.call_one(input)];
+        }
         match self.call_once(inputs) {
             Ok(outputs) => outputs.into_iter().map(output_to_result).collect(),
-            Err(fault) if inputs.len() == 1 => vec![Err(fault.to_string())],
             Err(fault) => {
                 tracing::warn!(
                     transform = &*self.loaded.name,
                     "transform {fault} on a batch of {}; retrying its events one by one",
                     inputs.len()
                 );
-                inputs
-                    .iter()
-                    .zip(owners)
-                    .map(
-                        |(input, &i)| match self.call_once(std::slice::from_ref(input)) {
-                            Ok(mut out) => output_to_result(out.remove(0)),
-                            Err(fault) => {
-                                tracing::debug!(
-                                    event_key = batch[i].key(),
-                                    "isolated fault: {fault}"
-                                );
-                                Err(fault.to_string())
-                            }
-                        },
-                    )
-                    .collect()
+                inputs.iter().map(|input| self.call_one(input)).collect()
             }
+        }
+    }
+
+    /// One input alone. A fault on an instance that earlier calls had used
+    /// may be the instance's doing, not this event's (a guest heap that grows
+    /// over many events reaches the memory cap on whichever event comes
+    /// next), so the event gets a second try on a fresh instance before it
+    /// is blamed.
+    fn call_one(&mut self, input: &Input) -> Result<Vec<KafkaRecord>, String> {
+        let was_used = self.instance.as_ref().is_some_and(|i| i.calls() > 0);
+        let mut result = self.call_once(std::slice::from_ref(input));
+        if result.is_err() && was_used {
+            result = self.call_once(std::slice::from_ref(input));
+        }
+        match result {
+            Ok(mut out) => output_to_result(out.remove(0)),
+            Err(fault) => Err(fault.to_string()),
         }
     }
 

@@ -189,6 +189,7 @@ impl LoadedTransform {
             )
         })?;
         let mut instance = Instance {
+            calls: 0,
             store,
             bindings,
             stderr,
@@ -209,6 +210,8 @@ impl LoadedTransform {
 
 /// One running instance of a transform.
 pub struct Instance {
+    /// Calls made so far (`init` excluded).
+    calls: u64,
     store: Store<GuestState>,
     bindings: Transform,
     stderr: TailPipe,
@@ -229,6 +232,7 @@ impl Instance {
     /// Runs one batch. `Err` means the instance is unusable and must be
     /// replaced (wasmtime will not re-enter an instance that trapped).
     pub fn process(&mut self, batch: &[Input]) -> Result<Vec<Output>, Fault> {
+        self.calls += 1;
         self.store.set_epoch_deadline(self.ticks);
         let outputs = self
             .bindings
@@ -243,6 +247,10 @@ impl Instance {
             )));
         }
         Ok(outputs)
+    }
+
+    pub fn calls(&self) -> u64 {
+        self.calls
     }
 
     fn classify(&mut self, e: wasmtime::Error) -> Fault {

@@ -7,6 +7,9 @@ use std::hint::black_box;
 use cvp_transform_sdk::{export_transform, Config, Event, KafkaRecord, Transform};
 
 enum Mode {
+    /// Keeps 1 MiB for good on every event (triggered or not), like a guest
+    /// whose heap only grows: some innocent event meets the memory cap.
+    Leak,
     Trap,
     Spin,
     Hog,
@@ -26,13 +29,14 @@ impl Transform for Misbehave {
             eprintln!("{text}");
         }
         let mode = match config.get("mode") {
+            Some("leak") => Mode::Leak,
             Some("trap") => Mode::Trap,
             Some("spin") => Mode::Spin,
             Some("hog") => Mode::Hog,
             Some("error") => Mode::Error,
             other => {
                 return Err(format!(
-                    "mode: invalid value {other:?} (expected trap, spin, hog or error)"
+                    "mode: invalid value {other:?} (expected leak, trap, spin, hog or error)"
                 ))
             }
         };
@@ -47,6 +51,14 @@ impl Transform for Misbehave {
         event: &Event,
         record: KafkaRecord,
     ) -> Result<Vec<KafkaRecord>, String> {
+        if let Mode::Leak = self.mode {
+            let mut chunk = vec![0u8; 1 << 20];
+            for page in chunk.chunks_mut(4096) {
+                page[0] = 1;
+            }
+            std::mem::forget(black_box(chunk));
+            return Ok(vec![record]);
+        }
         if !event.description.contains(&self.trigger) {
             return Ok(vec![record]);
         }
@@ -54,6 +66,7 @@ impl Transform for Misbehave {
             Mode::Trap => panic!("misbehave: triggered by {}", event.key),
             Mode::Error => Err(format!("misbehave: triggered by {}", event.key)),
             Mode::Spin => spin(),
+            Mode::Leak => unreachable!("handled above"),
             Mode::Hog => hog(),
         }
     }
