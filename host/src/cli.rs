@@ -118,6 +118,10 @@ pub struct RunArgs {
     /// Prefer the CVP_PASSWORD environment variable: arguments show in `ps`.
     #[arg(long, env = "CVP_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
+    /// With no checkpoint yet: also forward the events that changed within
+    /// this window before start-up (e.g. `24h`), not only new ones.
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub since: Option<std::time::Duration>,
 }
 
 #[derive(Args, Debug, Clone)]

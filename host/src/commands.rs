@@ -19,9 +19,23 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> Result<()> {
         password: args.password.map(Secret::new),
     };
     let config = Arc::new(load_config(&args.config, &seed)?);
-    let kafka = KafkaSink::new(&config.sink.kafka)?;
+    // Up first, so /health answers while the transforms compile.
+    if let Some(admin) = &config.admin {
+        crate::admin::serve(admin.listen, shutdown.clone()).await?;
+    }
+    let checkpoint = match &config.checkpoint {
+        Some(c) => crate::checkpoint::read(&c.path)?,
+        None => None,
+    };
+    if checkpoint.is_some() && args.since.is_some() {
+        tracing::info!("a checkpoint exists: resuming from it, not from --since");
+    }
+    let kafka = KafkaSink::new(&config.sink.kafka)?.with_checkpoint(config.checkpoint.as_ref());
     kafka.probe(&config.sink.kafka.topic).await;
-    let pipeline = Pipeline::build_off_runtime(config.clone(), Sink::Kafka(kafka)).await?;
+    kafka.watch_broker(shutdown.clone());
+    let mut pipeline = Pipeline::build_off_runtime(config.clone(), Sink::Kafka(kafka)).await?;
+    pipeline.resume_from(crate::source::Resume::new(checkpoint.as_ref(), args.since));
+    crate::metrics::get().set_transforms_loaded();
     tracing::info!(
         cvp = %config.source.cvp.address,
         topic = %config.sink.kafka.topic,

@@ -20,6 +20,12 @@ pub struct Config {
     pub sink: SinkConfig,
     #[serde(default)]
     pub pipeline: PipelineConfig,
+    /// The HTTP endpoint for Prometheus and health probes; off when absent.
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
+    /// Where delivery progress is kept across restarts; off when absent.
+    #[serde(default)]
+    pub checkpoint: Option<CheckpointConfig>,
     /// Cases for `cvp-stream test`; `run` ignores them.
     #[serde(default)]
     pub tests: Vec<TestCase>,
@@ -174,6 +180,9 @@ pub enum OnError {
     Drop,
     /// Stop the pipeline (exit non-zero) without producing the event.
     Stop,
+    /// Produce the event (as JSON) to `sink.kafka.dead_letter_topic`, with
+    /// headers saying which transform failed and why, and go on.
+    DeadLetter,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -214,6 +223,44 @@ pub struct KafkaConfig {
     /// How long shutdown waits for outstanding deliveries.
     #[serde(default = "default_flush_timeout", with = "humantime_serde")]
     pub flush_timeout: Duration,
+    /// Where records go that cannot be delivered (too large, topic not
+    /// authorised) and events whose transform failed with `on_error:
+    /// dead_letter`. Without it such records are logged and counted.
+    #[serde(default)]
+    pub dead_letter_topic: Option<String>,
+    /// Most data librdkafka queues while Kafka is slow or down; when full,
+    /// the host stops reading from CVP (backpressure) instead of growing.
+    #[serde(default = "default_queue_size", deserialize_with = "de_size")]
+    pub max_queue_size: u64,
+}
+
+fn default_queue_size() -> u64 {
+    32 << 20
+}
+
+/// Progress that survives a restart: the last event Kafka fully
+/// acknowledged (in order), written atomically and fsynced.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    pub path: PathBuf,
+    /// How often it is written while events flow (and always at shutdown).
+    #[serde(default = "default_checkpoint_interval", with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+fn default_checkpoint_interval() -> Duration {
+    Duration::from_secs(1)
+}
+
+/// `/metrics` (Prometheus), `/health` (the process is up) and `/ready`
+/// (connected to CVP, Kafka reachable, transforms loaded).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// host:port, e.g. `0.0.0.0:9464` (9464 is the port Prometheus's
+    /// exporter registry suggests for this kind of service).
+    pub listen: std::net::SocketAddr,
 }
 
 #[derive(Debug, Deserialize)]
@@ -426,6 +473,31 @@ impl Config {
         if self.pipeline.batch_size == 0 {
             bail!("pipeline.batch_size must be at least 1");
         }
+        if let Some(t) = self
+            .transforms
+            .iter()
+            .find(|t| t.on_error == OnError::DeadLetter)
+        {
+            if self.sink.kafka.dead_letter_topic.is_none() {
+                bail!(
+                    "transform {:?} has on_error: dead_letter but sink.kafka.dead_letter_topic is not set",
+                    t.name
+                );
+            }
+        }
+        if let Some(cp) = &self.checkpoint {
+            let dir = cp.path.parent().filter(|d| !d.as_os_str().is_empty());
+            if let Some(dir) = dir.filter(|d| !d.is_dir()) {
+                bail!(
+                    "checkpoint.path {}: the directory {} does not exist",
+                    cp.path.display(),
+                    dir.display()
+                );
+            }
+        }
+        if self.sink.kafka.max_queue_size < 1 << 20 {
+            bail!("sink.kafka.max_queue_size must be at least 1MiB");
+        }
         for t in &self.tests {
             if t.expect.is_some() == t.expect_error.is_some() {
                 bail!(
@@ -482,6 +554,9 @@ fn yaml_error(e: serde_yaml::Error) -> anyhow::Error {
 pub fn interpolate(raw: &str, env: impl Fn(&str) -> Option<String>) -> Result<String> {
     let mut out = String::with_capacity(raw.len());
     for (lineno, line) in raw.split_inclusive('\n').enumerate() {
+        // Comments are left alone: documentation that mentions `${NAME}`
+        // must not demand that NAME be set.
+        let (line, comment) = line.split_at(comment_start(line));
         let mut rest = line;
         while let Some(pos) = rest.find('$') {
             out.push_str(&rest[..pos]);
@@ -520,8 +595,28 @@ pub fn interpolate(raw: &str, env: impl Fn(&str) -> Option<String>) -> Result<St
             }
         }
         out.push_str(rest);
+        out.push_str(comment);
     }
     Ok(out)
+}
+
+/// Where a YAML comment begins on `line` (its length if none): a `#` at
+/// the start or after white space, outside quotes.
+fn comment_start(line: &str) -> usize {
+    let mut quote = None;
+    let mut prev = ' ';
+    for (i, c) in line.char_indices() {
+        match (quote, c) {
+            (None, '#') if prev.is_whitespace() => return i,
+            (None, '"' | '\'') => quote = Some(c),
+            // In double quotes a backslash escapes the next character.
+            (Some('"'), '\\') if prev != '\\' => {}
+            (Some(q), c) if c == q && !(q == '"' && prev == '\\') => quote = None,
+            _ => {}
+        }
+        prev = if prev == '\\' && c == '\\' { ' ' } else { c };
+    }
+    line.len()
 }
 
 #[cfg(test)]
@@ -529,6 +624,38 @@ mod tests {
     use super::*;
 
     const MINIMAL: &str = "source: { cvp: { address: \"cvp:443\", token: abc } }\nsink: { kafka: { brokers: \"b:9092\", topic: t } }\n";
+
+    #[test]
+    fn comments_are_not_interpolated() {
+        let env = |n: &str| (n == "SET").then(|| "v".to_string());
+        let text = "a: ${SET} # not ${UNSET}\n# ${UNSET} either\nb: \"x # ${SET}\"\nc: 'it''s ${SET}' # ${UNSET}\nd: x#${SET}\n";
+        assert_eq!(
+            interpolate(text, env).unwrap(),
+            "a: v # not ${UNSET}\n# ${UNSET} either\nb: \"x # v\"\nc: 'it''s v' # ${UNSET}\nd: x#v\n"
+        );
+    }
+
+    /// Every shipped example parses, with the environment it documents.
+    #[test]
+    fn shipped_examples_parse() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+        let seed = SeedArgs {
+            server: Some("cvp.example.com:443".into()),
+            ..SeedArgs::default()
+        };
+        for file in [
+            "config/example.yaml",
+            "config/seed.yaml",
+            "config/pipeline-tests.yaml",
+            "deploy/systemd/config.yaml",
+        ] {
+            let raw = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
+            let text = interpolate(&raw, |n| Some(format!("value-of-{n}"))).unwrap();
+            Config::parse(&text, &seed).unwrap_or_else(|e| panic!("{file}: {e:#}"));
+            // Variables named only in comments are not required.
+            interpolate(&raw, |_| None).unwrap_or_else(|e| panic!("{file}: {e:#}"));
+        }
+    }
 
     #[test]
     fn minimal_config_gets_defaults() {

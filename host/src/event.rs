@@ -17,6 +17,24 @@ impl SourceEvent {
     }
 }
 
+impl SourceEvent {
+    /// When the event last changed: its last-updated time, else its
+    /// creation time (the key's timestamp).
+    pub fn time(&self) -> i64 {
+        event_time(&self.event)
+    }
+}
+
+/// See [`SourceEvent::time`].
+pub fn event_time(event: &Event) -> i64 {
+    let updated = nanos(event.last_updated_time.as_ref());
+    if updated > 0 {
+        updated
+    } else {
+        nanos(event.key.as_ref().and_then(|k| k.timestamp.as_ref()))
+    }
+}
+
 pub fn event_key(event: &Event) -> &str {
     event
         .key

@@ -4,12 +4,16 @@
 //! (wasmtime) to `sink/` (Kafka). This file only parses the command line,
 //! sets up logging and signals, and turns errors into one line for the user.
 
+mod admin;
+mod checkpoint;
 mod cli;
 mod commands;
 mod config;
 mod event;
+mod metrics;
 mod pipeline;
 mod pipeline_test;
+mod progress;
 mod scaffold;
 mod secret;
 mod sink;
@@ -101,8 +105,9 @@ fn init_logging(level: &str, format: LogFormat) {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| progress::LogWriter)
         .with_ansi(ansi);
+    progress::enable_if_terminal(format == LogFormat::Human);
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),

@@ -5,11 +5,11 @@
 //! joined by bounded channels, so a slow stage stops the one before it
 //! instead of growing memory.
 
-use crate::config::Config;
+use crate::config::{Config, OnError};
 use crate::event::SourceEvent;
 use crate::sink::{Delivery, Sink, SinkStats};
 use crate::source::CvpSource;
-use crate::transform::{reload, Chain};
+use crate::transform::{reload, Chain, Outcome};
 use anyhow::{anyhow, Result};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
@@ -43,6 +43,11 @@ impl Pipeline {
             chain,
             sink,
         })
+    }
+
+    /// Where the source resumes: after a checkpoint, or a backfill window.
+    pub fn resume_from(&mut self, resume: crate::source::Resume) {
+        self.source.resume_from(resume);
     }
 
     /// Runs until `shutdown` is cancelled (or, with `once`, until CVP ends
@@ -92,6 +97,17 @@ impl Pipeline {
                         .zip(outcomes)
                         .map(|(ev, outcome)| Delivery {
                             event_key: ev.key().to_string(),
+                            event_time: ev.time(),
+                            // Only an event bound for the dead-letter topic
+                            // pays for this encoding.
+                            event_json: matches!(
+                                outcome,
+                                Outcome::Failed {
+                                    policy: OnError::DeadLetter,
+                                    ..
+                                }
+                            )
+                            .then(|| cvp_proto::json::event_to_json(&ev.event)),
                             outcome,
                         })
                         .collect();

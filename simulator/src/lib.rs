@@ -220,6 +220,39 @@ impl SimHandle {
         let _ = rx.wait_for(|d| *d >= target).await;
     }
 
+    /// Ends every open Subscribe stream with UNAVAILABLE, as a CVP restart
+    /// or a network cut would. With `refuse`, new subscriptions fail too
+    /// until [`SimHandle::accept_subscriptions`]: changes made meanwhile
+    /// happen while every client is away.
+    pub fn reset_streams(&self, refuse: bool) {
+        self.hub
+            .refusing
+            .store(refuse, std::sync::atomic::Ordering::SeqCst);
+        self.hub.reset.send_modify(|g| *g += 1);
+    }
+
+    pub fn accept_subscriptions(&self) {
+        self.hub
+            .refusing
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Applies one change now, as if CVP had raised it: an entry in the
+    /// shape of a recording line (INITIAL entries are not allowed here).
+    pub fn apply(&self, change: &EventStreamResponse) -> anyhow::Result<()> {
+        script::check_entry(change)?;
+        anyhow::ensure!(
+            change.r#type != Operation::Initial as i32,
+            "apply takes UPDATED or DELETED changes"
+        );
+        self.hub.append(|inner| {
+            if let Some(c) = script::to_change(inner, change) {
+                inner.apply(c);
+            }
+        });
+        Ok(())
+    }
+
     /// Stops serving and ends open streams.
     pub async fn shutdown(mut self) {
         self.shutdown.send_replace(true);

@@ -46,6 +46,8 @@ enum Item {
     Synced,
     /// Log entries up to this index have been taken.
     Delivered(usize),
+    /// The stream ends here with UNAVAILABLE (a simulated reset).
+    Reset,
 }
 
 fn initial(ev: &Event, time: Timestamp) -> EventStreamResponse {
@@ -241,6 +243,11 @@ impl EventService for Service {
                 "Subscribe does not take time bounds; use GetAll for history",
             ));
         }
+        if self.hub.refusing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Status::unavailable(
+                "simulated outage: not accepting subscriptions",
+            ));
+        }
         Counters::inc(&self.counters.subscribes);
         info!(%peer, filters = req.partial_eq_filter.len(), "Subscribe");
         let (tx, rx) = mpsc::channel(QUEUE);
@@ -268,6 +275,7 @@ impl EventService for Service {
                         hub.mark_delivered(i);
                         None
                     }
+                    Item::Reset => Some(Err(Status::unavailable("simulated stream reset"))),
                 };
                 std::future::ready(out)
             });
@@ -302,6 +310,8 @@ async fn run_subscriber(
 ) {
     let mut len_rx = hub.watch_len();
     len_rx.borrow_and_update();
+    let mut reset_rx = hub.reset.subscribe();
+    reset_rx.borrow_and_update();
     // Snapshot and log position under one lock, so no change is missed or
     // seen twice.
     let (snapshot, mut idx) = {
@@ -327,6 +337,10 @@ async fn run_subscriber(
         return;
     }
     loop {
+        if reset_rx.has_changed().unwrap_or(false) {
+            let _ = tx.send(vec![Item::Reset]).await;
+            return;
+        }
         // Mark the length seen before reading, so an append racing with the
         // read still wakes us.
         len_rx.borrow_and_update();
@@ -338,6 +352,7 @@ async fn run_subscriber(
         if batch.is_empty() {
             tokio::select! {
                 r = len_rx.changed() => if r.is_err() { return },
+                _ = reset_rx.changed() => {}
                 _ = shutdown.wait_for(|s| *s) => return,
             }
             continue;

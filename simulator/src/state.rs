@@ -140,6 +140,10 @@ pub(crate) struct Hub {
     pub synced: watch::Sender<bool>,
     /// Highest log index handed to any subscriber's stream.
     pub delivered: watch::Sender<usize>,
+    /// Bumped to end every open Subscribe stream (a simulated reset).
+    pub reset: watch::Sender<u64>,
+    /// While set, new Subscribe calls fail with UNAVAILABLE.
+    pub refusing: std::sync::atomic::AtomicBool,
 }
 
 impl Hub {
@@ -152,6 +156,8 @@ impl Hub {
             live_total,
             synced: watch::channel(false).0,
             delivered: watch::channel(live_start).0,
+            reset: watch::channel(0).0,
+            refusing: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

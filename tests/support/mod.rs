@@ -46,7 +46,7 @@ pub fn sample_events() -> PathBuf {
     repo_root().join("simulator/testdata/sample-events.jsonl")
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -75,7 +75,12 @@ pub struct Broker {
 
 impl Broker {
     pub fn start() -> Broker {
-        let port = free_port();
+        Broker::start_on(free_port())
+    }
+
+    /// A broker on `port`: a second one where a stopped one was, to play a
+    /// broker that comes back (with empty storage: tansu's is in memory).
+    pub fn start_on(port: u16) -> Broker {
         let addr = format!("127.0.0.1:{port}");
         let url = format!("tcp://{addr}");
         let child = Command::new(tansu_binary())
@@ -303,11 +308,27 @@ pub fn host_command() -> Command {
 impl Host {
     /// `cvp-stream run --config <yaml>` with extra environment.
     pub fn run(yaml: &str, env: &[(&str, &str)]) -> Host {
+        Host::run_with(yaml, env, |config| {
+            vec![
+                "run".into(),
+                "--config".into(),
+                config.display().to_string(),
+            ]
+        })
+    }
+
+    /// `cvp-stream` with the arguments `args` makes from the path of the
+    /// config file it wrote `yaml` to.
+    pub fn run_with(
+        yaml: &str,
+        env: &[(&str, &str)],
+        args: impl FnOnce(&Path) -> Vec<String>,
+    ) -> Host {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("config.yaml");
         std::fs::write(&config, yaml).expect("write config");
         let mut cmd = host_command();
-        cmd.arg("run").arg("--config").arg(&config);
+        cmd.args(args(&config));
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -436,4 +457,58 @@ pub fn sample_live() -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
         .filter(|v| v["type"] != "INITIAL")
         .collect()
+}
+
+/// A plain HTTP/1.1 GET on loopback: (status, body). Enough for the admin
+/// endpoint; a connection refused is status 0.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut conn) = std::net::TcpStream::connect(addr) else {
+        return (0, String::new());
+    };
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    if conn.read_to_string(&mut raw).is_err() {
+        return (0, String::new());
+    }
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    // axum answers small bodies with Content-Length, not chunked.
+    (status, body.to_string())
+}
+
+/// Polls `check` until it returns `Some`, failing after [`DEADLINE`] with
+/// `what` and the host's log. For conditions that have no signal to wait
+/// on, such as a metric reaching a value.
+pub fn eventually<T>(host: &Host, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "{what}: not within {DEADLINE:?}; cvp-stream log:\n{}",
+            host.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The value of the sample `series` (name and labels exactly as exposed)
+/// in a Prometheus text exposition.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }

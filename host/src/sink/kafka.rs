@@ -1,29 +1,107 @@
 //! The Kafka sink: one long-lived idempotent producer (`acks=all`), records
 //! enqueued as they come and their deliveries awaited concurrently.
+//!
+//! Delivery is at-least-once: librdkafka retries what is retriable for as
+//! long as it takes (`message.timeout.ms = 0`), so an error that comes back
+//! is one that will not go away (too large, not authorised). Such records,
+//! and events whose transform failed with `on_error: dead_letter`, go to
+//! the dead-letter topic. Progress is claimed, and checkpointed, only up to
+//! the first event with a record still in flight.
 
+use super::acks::Acks;
+use super::dead_letter;
 use super::kafka_log::KafkaContext;
 use super::{failed, Delivery, SinkStats};
-use crate::config::KafkaConfig;
+use crate::checkpoint::{self, Checkpoint};
+use crate::config::{CheckpointConfig, KafkaConfig, OnError};
+use crate::metrics;
 use crate::transform::bindings::KafkaRecord;
 use crate::transform::Outcome;
 use anyhow::{anyhow, Result};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
+use prometheus_client::metrics::counter::Counter;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientConfig;
+use std::collections::HashMap;
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-type Pending = Pin<Box<dyn Future<Output = (String, String, Result<(i32, i64), String>)> + Send>>;
+/// One record's delivery: what it settles to, and for which event.
+struct Settled {
+    seq: u64,
+    event_key: String,
+    topic: String,
+    sent: Instant,
+    /// This record is itself a dead letter: if it fails, it is lost.
+    dead_letter: bool,
+    result: Result<(i32, i64), Undelivered>,
+}
+
+/// A record Kafka will not take, and why.
+struct Undelivered {
+    error: String,
+    code: Option<RDKafkaErrorCode>,
+    /// The record as it was (librdkafka hands it back with the error).
+    record: Option<KafkaRecord>,
+}
+
+type Pending = Pin<Box<dyn Future<Output = Settled> + Send>>;
+
+/// What the sink keeps while records are in flight.
+#[derive(Default)]
+struct Books {
+    stats: SinkStats,
+    acks: Acks,
+    /// Per-topic counters, looked up once per topic.
+    produced: HashMap<String, Counter>,
+    /// Records that failed and are to be re-sent to the dead-letter topic.
+    redirect: Vec<(u64, String, KafkaRecord)>,
+    dead_letter_topic: Option<String>,
+    checkpoint: Option<CheckpointWriter>,
+}
+
+struct CheckpointWriter {
+    path: PathBuf,
+    interval: Duration,
+    last_written: Instant,
+    written_watermark: i64,
+}
+
+impl CheckpointWriter {
+    /// Writes when progress was made and `interval` has passed (or `force`).
+    fn maybe_write(&mut self, acks: &Acks, force: bool) {
+        let watermark = acks.watermark();
+        if watermark == self.written_watermark && !force {
+            return;
+        }
+        if !force && self.last_written.elapsed() < self.interval {
+            return;
+        }
+        let cp = Checkpoint::new(watermark, acks.delivered_beyond());
+        match checkpoint::write(&self.path, &cp) {
+            Ok(()) => self.written_watermark = watermark,
+            // Not fatal: the next write may succeed; meanwhile a restart
+            // resends from the older checkpoint (duplicates, not loss).
+            Err(e) => tracing::error!("{e:#}"),
+        }
+        self.last_written = Instant::now();
+    }
+}
 
 pub struct KafkaSink {
     producer: FutureProducer<KafkaContext>,
     brokers: String,
     flush_timeout: Duration,
+    dead_letter_topic: Option<String>,
+    checkpoint: Option<(PathBuf, Duration)>,
+    topic: String,
 }
 
 impl KafkaSink {
@@ -33,6 +111,13 @@ impl KafkaSink {
             // At-least-once without duplicates from the producer's own retries.
             .set("enable.idempotence", "true")
             .set("acks", "all")
+            // Retry for as long as it takes: a broker outage must delay
+            // records, never drop them. Backpressure bounds the wait.
+            .set("message.timeout.ms", "0")
+            .set(
+                "queue.buffering.max.kbytes",
+                (cfg.max_queue_size / 1024).max(1).to_string(),
+            )
             .set("linger.ms", "5")
             .set("compression.type", "lz4")
             .set("client.id", "cvp-stream");
@@ -48,7 +133,16 @@ impl KafkaSink {
             producer,
             brokers: cfg.brokers.clone(),
             flush_timeout: cfg.flush_timeout,
+            dead_letter_topic: cfg.dead_letter_topic.clone(),
+            checkpoint: None,
+            topic: cfg.topic.clone(),
         })
+    }
+
+    /// Keep progress in this file (see `checkpoint.rs`).
+    pub fn with_checkpoint(mut self, cfg: Option<&CheckpointConfig>) -> KafkaSink {
+        self.checkpoint = cfg.map(|c| (c.path.clone(), c.interval));
+        self
     }
 
     /// Asks the cluster for the topic's metadata: a start-up hint that the
@@ -73,29 +167,66 @@ impl KafkaSink {
         }
     }
 
+    /// Checks, every few seconds until `shutdown`, that the cluster answers
+    /// a metadata request: the `kafka_broker_up` metric and `/ready`.
+    pub fn watch_broker(&self, shutdown: CancellationToken) {
+        let producer = self.producer.clone();
+        tokio::spawn(async move {
+            loop {
+                let p = producer.clone();
+                let up = tokio::task::spawn_blocking(move || {
+                    p.client()
+                        .fetch_metadata(None, Duration::from_secs(2))
+                        .is_ok()
+                })
+                .await
+                .unwrap_or(false);
+                metrics::get().kafka_broker_up.set(up as i64);
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        });
+    }
+
     pub async fn run(self, mut rx: mpsc::Receiver<Vec<Delivery>>) -> Result<SinkStats> {
-        let mut stats = SinkStats::default();
+        let mut books = Books {
+            checkpoint: self
+                .checkpoint
+                .clone()
+                .map(|(path, interval)| CheckpointWriter {
+                    path,
+                    interval,
+                    last_written: Instant::now(),
+                    written_watermark: 0,
+                }),
+            dead_letter_topic: self.dead_letter_topic.clone(),
+            ..Books::default()
+        };
+        // The configured topics' series exist from the start, at 0.
+        let m = metrics::get();
+        for topic in std::iter::once(&self.topic).chain(&self.dead_letter_topic) {
+            let l = metrics::labels([("topic", topic)]);
+            m.kafka_delivery_failures.get_or_create(&l);
+            let c = m.records_produced.get_or_create(&l).clone();
+            books.produced.insert(topic.clone(), c);
+        }
         let mut pending: FuturesUnordered<Pending> = FuturesUnordered::new();
         let result: Result<()> = async {
             loop {
                 tokio::select! {
-                    Some(done) = pending.next(), if !pending.is_empty() => settle(done, &mut stats),
+                    Some(done) = pending.next(), if !pending.is_empty() => {
+                        books.settle(done, pending.len());
+                        self.redirect(&mut pending, &mut books).await;
+                    }
                     batch = rx.recv() => {
                         let Some(batch) = batch else { return Ok(()) };
                         for d in batch {
-                            stats.events += 1;
-                            match d.outcome {
-                                Outcome::Produce(records) if records.is_empty() => stats.dropped += 1,
-                                Outcome::Produce(records) => {
-                                    for r in records {
-                                        self.enqueue(&d.event_key, r, &mut pending, &mut stats).await;
-                                    }
-                                }
-                                Outcome::Failed { transform, error, policy } => {
-                                    failed(&d.event_key, &transform, &error, policy, &mut stats)?;
-                                }
-                            }
+                            self.deliver(d, &mut pending, &mut books).await?;
                         }
+                        self.redirect(&mut pending, &mut books).await;
+                        books.publish(pending.len());
                     }
                 }
             }
@@ -105,7 +236,8 @@ impl KafkaSink {
         // Drain what is in flight, bounded by the flush timeout.
         let drain = async {
             while let Some(done) = pending.next().await {
-                settle(done, &mut stats);
+                books.settle(done, pending.len());
+                self.redirect(&mut pending, &mut books).await;
             }
         };
         if tokio::time::timeout(self.flush_timeout, drain)
@@ -113,19 +245,86 @@ impl KafkaSink {
             .is_err()
         {
             tracing::error!(
-                "Kafka did not acknowledge every record within sink.kafka.flush_timeout ({}); unacknowledged records may be lost",
+                "Kafka did not acknowledge every record within sink.kafka.flush_timeout ({}); the checkpoint stops before them, so a restart sends them again",
                 humantime::format_duration(self.flush_timeout)
             );
         }
-        result.map(|()| stats)
+        books.publish(pending.len());
+        if let Some(cp) = &mut books.checkpoint {
+            cp.maybe_write(&books.acks, true);
+        }
+        result.map(|()| books.stats)
+    }
+
+    /// One event's outcome: its records, or its failure per policy.
+    async fn deliver(
+        &self,
+        d: Delivery,
+        pending: &mut FuturesUnordered<Pending>,
+        books: &mut Books,
+    ) -> Result<()> {
+        books.stats.events += 1;
+        match d.outcome {
+            Outcome::Produce(records) if records.is_empty() => {
+                books.stats.dropped += 1;
+                books.acks.begin(&d.event_key, d.event_time, 0);
+            }
+            Outcome::Produce(records) => {
+                let seq = books
+                    .acks
+                    .begin(&d.event_key, d.event_time, records.len() as u32);
+                for r in records {
+                    self.enqueue(seq, &d.event_key, r, false, pending, books)
+                        .await;
+                }
+            }
+            Outcome::Failed {
+                transform,
+                reason,
+                error,
+                policy,
+            } => {
+                failed(&d.event_key, &transform, &error, policy, &mut books.stats)?;
+                match (policy, &self.dead_letter_topic) {
+                    (OnError::DeadLetter, Some(topic)) => {
+                        let record = dead_letter::transform_failed(
+                            topic,
+                            &d.event_key,
+                            d.event_json,
+                            &transform,
+                            reason,
+                            &error,
+                        );
+                        dead_letter::count(&transform, reason);
+                        let seq = books.acks.begin(&d.event_key, d.event_time, 1);
+                        self.enqueue(seq, &d.event_key, record, true, pending, books)
+                            .await;
+                    }
+                    _ => {
+                        books.acks.begin(&d.event_key, d.event_time, 0);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the records that failed to the dead-letter topic.
+    async fn redirect(&self, pending: &mut FuturesUnordered<Pending>, books: &mut Books) {
+        while let Some((seq, event_key, record)) = books.redirect.pop() {
+            self.enqueue(seq, &event_key, record, true, pending, books)
+                .await;
+        }
     }
 
     async fn enqueue(
         &self,
+        seq: u64,
         event_key: &str,
         r: KafkaRecord,
+        dead_letter: bool,
         pending: &mut FuturesUnordered<Pending>,
-        stats: &mut SinkStats,
+        books: &mut Books,
     ) {
         let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
         for h in &r.headers {
@@ -145,15 +344,31 @@ impl KafkaSink {
             }
             match self.producer.send_result(record) {
                 Ok(delivery) => {
-                    let key = event_key.to_string();
+                    let event_key = event_key.to_string();
                     let topic = r.topic.clone();
+                    let sent = Instant::now();
                     pending.push(Box::pin(delivery.map(move |res| {
-                        let res = match res {
+                        let result = match res {
                             Ok(Ok(d)) => Ok((d.partition, d.offset)),
-                            Ok(Err((e, _))) => Err(e.to_string()),
-                            Err(_) => Err("the producer was closed".to_string()),
+                            Ok(Err((e, msg))) => Err(Undelivered {
+                                code: e.rdkafka_error_code(),
+                                error: e.to_string(),
+                                record: Some(dead_letter::from_message(&msg)),
+                            }),
+                            Err(_) => Err(Undelivered {
+                                error: "the producer was closed".to_string(),
+                                code: None,
+                                record: None,
+                            }),
                         };
-                        (key, topic, res)
+                        Settled {
+                            seq,
+                            event_key,
+                            topic,
+                            sent,
+                            dead_letter,
+                            result,
+                        }
                     })));
                     return;
                 }
@@ -161,13 +376,26 @@ impl KafkaSink {
                     // librdkafka's queue is full: wait for a delivery to free
                     // room. This is what stops us reading faster than Kafka takes.
                     match pending.next().await {
-                        Some(done) => settle(done, stats),
+                        Some(done) => books.settle(done, pending.len()),
                         None => tokio::time::sleep(Duration::from_millis(10)).await,
                     }
                 }
                 Err((e, _)) => {
-                    stats.failed_delivery += 1;
-                    tracing::error!(event_key, topic = %r.topic, "cannot produce record for event {event_key}: {e}");
+                    // Refused before it was queued (e.g. larger than
+                    // message.max.bytes): as final as a failed delivery.
+                    let done = Settled {
+                        seq,
+                        event_key: event_key.to_string(),
+                        topic: r.topic.clone(),
+                        sent: Instant::now(),
+                        dead_letter,
+                        result: Err(Undelivered {
+                            code: e.rdkafka_error_code(),
+                            error: e.to_string(),
+                            record: Some(r.clone()),
+                        }),
+                    };
+                    books.settle(done, pending.len());
                     return;
                 }
             }
@@ -175,26 +403,138 @@ impl KafkaSink {
     }
 }
 
-fn settle(
-    (event_key, topic, result): (String, String, Result<(i32, i64), String>),
-    stats: &mut SinkStats,
-) {
-    match result {
-        Ok((partition, offset)) => {
-            stats.produced += 1;
-            tracing::debug!(
-                event_key,
-                offset,
-                "writing 1 messages to {topic} (partition: {partition})"
-            );
+impl Books {
+    fn settle(&mut self, done: Settled, in_flight: usize) {
+        let m = metrics::get();
+        m.kafka_delivery_duration
+            .observe(done.sent.elapsed().as_secs_f64());
+        let Settled {
+            seq,
+            event_key,
+            topic,
+            dead_letter,
+            result,
+            ..
+        } = done;
+        match result {
+            Ok((partition, offset)) => {
+                self.stats.produced += 1;
+                self.acks.settle(seq);
+                match self.produced.get(&topic) {
+                    Some(c) => {
+                        c.inc();
+                    }
+                    None => {
+                        let c = m
+                            .records_produced
+                            .get_or_create(&metrics::labels([("topic", &topic)]))
+                            .clone();
+                        c.inc();
+                        self.produced.insert(topic.clone(), c);
+                    }
+                }
+                tracing::debug!(
+                    event_key,
+                    offset,
+                    "writing 1 messages to {topic} (partition: {partition})"
+                );
+            }
+            Err(undelivered) => {
+                self.stats.failed_delivery += 1;
+                m.kafka_delivery_failures
+                    .get_or_create(&metrics::labels([("topic", &topic)]))
+                    .inc();
+                // A dead letter that fails is not sent on again (no loops).
+                let to = self.dead_letter_topic.clone().filter(|_| !dead_letter);
+                match (to, undelivered.record) {
+                    (Some(dlq), Some(record)) => {
+                        tracing::error!(
+                            event_key,
+                            topic,
+                            "Kafka will not take the record for event {event_key}: {}; sending it to the dead-letter topic {dlq}",
+                            undelivered.error
+                        );
+                        let too_large = matches!(
+                            undelivered.code,
+                            Some(RDKafkaErrorCode::MessageSizeTooLarge)
+                        );
+                        let letter = dead_letter::undeliverable(
+                            &dlq,
+                            &event_key,
+                            record,
+                            &undelivered.error,
+                            too_large,
+                        );
+                        dead_letter::count("kafka", "undeliverable");
+                        // The dead letter takes the failed record's place
+                        // among the event's records.
+                        self.acks.add(seq);
+                        self.acks.settle(seq);
+                        self.redirect.push((seq, event_key, letter));
+                    }
+                    _ => {
+                        tracing::error!(
+                            event_key,
+                            topic,
+                            "Kafka did not accept the record for event {event_key}: {}{}",
+                            undelivered.error,
+                            if dead_letter {
+                                " (it was a dead letter; it is lost)"
+                            } else {
+                                " (no sink.kafka.dead_letter_topic: it is lost)"
+                            }
+                        );
+                        self.acks.settle(seq);
+                    }
+                }
+            }
         }
-        Err(e) => {
-            stats.failed_delivery += 1;
-            tracing::error!(
-                event_key,
-                topic,
-                "Kafka did not accept the record for event {event_key}: {e}"
-            );
+        // Per settle would be per record: publish every so often, and when
+        // the last record in flight is settled.
+        if in_flight == 0 || self.stats.produced % 256 == 0 {
+            self.publish(in_flight);
+        }
+    }
+
+    /// Brings the gauges, and the checkpoint, up to date.
+    fn publish(&mut self, in_flight: usize) {
+        let m = metrics::get();
+        m.kafka_queue_depth.set(in_flight as i64);
+        m.set_delivered_up_to(self.acks.watermark());
+        if let Some(cp) = &mut self.checkpoint {
+            cp.maybe_write(&self.acks, false);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Scalar;
+
+    /// The TLS and SCRAM settings production clusters use are accepted:
+    /// librdkafka is built with OpenSSL. (Without it, creating the producer
+    /// fails with "Unsupported value SASL_SSL".)
+    #[test]
+    fn sasl_ssl_and_scram_are_supported() {
+        let cfg = KafkaConfig {
+            brokers: "127.0.0.1:1".into(),
+            topic: "t".into(),
+            properties: [
+                ("security.protocol", "SASL_SSL"),
+                ("sasl.mechanisms", "SCRAM-SHA-512"),
+                ("sasl.username", "u"),
+                ("sasl.password", "p"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), Scalar(v.to_string())))
+            .collect(),
+            flush_timeout: Duration::from_secs(1),
+            dead_letter_topic: None,
+            max_queue_size: 32 << 20,
+        };
+        if let Err(e) = KafkaSink::new(&cfg) {
+            panic!("{e:#}");
         }
     }
 }

@@ -1,5 +1,7 @@
 //! Where transformed records go: Kafka, or stdout for the demo.
 
+mod acks;
+mod dead_letter;
 mod kafka;
 mod kafka_log;
 mod stdout;
@@ -16,6 +18,12 @@ use tokio::sync::mpsc;
 pub struct Delivery {
     /// The CVP event key, for log lines about this event.
     pub event_key: String,
+    /// When the event last changed (ns since the epoch): how far delivery
+    /// has got, for the checkpoint.
+    pub event_time: i64,
+    /// The merged event as JSON, only for an event that goes to the
+    /// dead-letter topic.
+    pub event_json: Option<Vec<u8>>,
     pub outcome: Outcome,
 }
 
@@ -56,9 +64,21 @@ fn failed(
     stats.failed_transform += 1;
     match policy {
         // The transform stage already logged it with the event key.
-        OnError::Drop => Ok(()),
+        OnError::Drop => {
+            crate::metrics::get()
+                .events_dropped
+                .get_or_create(&crate::metrics::labels([
+                    ("transform", transform),
+                    ("reason", "error"),
+                ]))
+                .inc();
+            Ok(())
+        }
         OnError::Stop => bail!(
             "transform {transform} failed on event {event_key} and its on_error is stop: {error}"
         ),
+        // The Kafka sink sends it to the dead-letter topic; the printing
+        // sink shows it.
+        OnError::DeadLetter => Ok(()),
     }
 }

@@ -31,8 +31,16 @@ impl StdoutSink {
                         transform,
                         error,
                         policy,
+                        ..
                     } => {
                         failed(&d.event_key, &transform, &error, policy, &mut stats)?;
+                        if policy == crate::config::OnError::DeadLetter {
+                            let _ = writeln!(
+                                out,
+                                "dead letter: event {} ({transform}: {error})",
+                                d.event_key
+                            );
+                        }
                     }
                 }
             }

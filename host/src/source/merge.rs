@@ -11,13 +11,13 @@ use lru::LruCache;
 use std::num::NonZeroUsize;
 
 /// An event's identity: `key.key` and `key.timestamp`.
-type Id = (String, i64, i32);
+pub type Id = (String, i64, i32);
 
 pub struct EventCache {
     events: LruCache<Id, Event>,
 }
 
-fn id(ev: &Event) -> Id {
+pub fn id(ev: &Event) -> Id {
     let key = ev.key.as_ref();
     let ts = key.and_then(|k| k.timestamp.as_ref());
     (
@@ -84,6 +84,25 @@ impl EventCache {
         }
     }
 
+    /// When the cached version of `ev`'s event last changed, if cached.
+    pub fn cached_time(&self, ev: &Event) -> Option<i64> {
+        self.events.peek(&id(ev)).map(crate::event::event_time)
+    }
+
+    /// Forgets every event not in `seen` and returns them: events CVP
+    /// deleted while we were not connected (they are missing from its new
+    /// initial state).
+    pub fn retain_seen(&mut self, seen: &std::collections::HashSet<Id>) -> Vec<Event> {
+        let gone: Vec<Id> = self
+            .events
+            .iter()
+            .map(|(k, _)| k)
+            .filter(|k| !seen.contains(*k))
+            .cloned()
+            .collect();
+        gone.iter().filter_map(|k| self.events.pop(k)).collect()
+    }
+
     /// DELETED: forget the event, returning the last state we knew (or the
     /// bare key, if it was never seen or was evicted).
     fn remove(&mut self, key_only: Event) -> Event {
@@ -143,6 +162,19 @@ mod tests {
         assert_eq!(cache.remove(ev("a")).title.as_deref(), Some("T"));
         assert_eq!(cache.len(), 0);
         assert_eq!(cache.remove(ev("a")).title, None);
+    }
+
+    #[test]
+    fn retain_seen_returns_what_vanished() {
+        let mut cache = EventCache::new(10);
+        for k in ["a", "b", "c"] {
+            cache.put(ev(k));
+        }
+        let seen = [id(&ev("a")), id(&ev("c"))].into_iter().collect();
+        let gone = cache.retain_seen(&seen);
+        assert_eq!(gone.len(), 1);
+        assert_eq!(crate::event::event_key(&gone[0]), "b");
+        assert_eq!(cache.len(), 2);
     }
 
     #[test]

@@ -7,8 +7,11 @@ mod filter;
 mod merge;
 mod tls;
 
+use crate::checkpoint::Checkpoint;
 use crate::config::{CvpConfig, Op};
 use crate::event::SourceEvent;
+use crate::metrics::{self, StreamState};
+use crate::progress;
 use anyhow::{anyhow, bail, Result};
 use auth::{error_chain, Credentials, LoginClient};
 use cvp_proto::event::event_service_client::EventServiceClient;
@@ -16,6 +19,7 @@ use cvp_proto::event::{EventStreamRequest, EventStreamResponse};
 use cvp_proto::Operation;
 use futures::StreamExt;
 pub use merge::EventCache;
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -36,6 +40,91 @@ pub struct CvpSource {
     batch_size: usize,
     connect_timeout: Duration,
     max_backoff: Duration,
+    /// Events received per (operation, severity), flushed to the metrics
+    /// once per chunk rather than once per event.
+    received: Received,
+    resume: Resume,
+}
+
+/// What the source knows about what was already delivered, to forward
+/// what changed while it was not connected (CVP's Subscribe is state
+/// based: on every connection it sends the current state as INITIAL, not
+/// the changes that led to it).
+#[derive(Default)]
+pub struct Resume {
+    /// Events that changed after this time (ns) and are not in the cache
+    /// are news. `None` before the first sync without a checkpoint: the
+    /// seed's behaviour, only what happens after start-up.
+    after: Option<i64>,
+    /// Delivered already though after `after` (from the checkpoint).
+    skip: HashSet<(String, i64)>,
+    /// The newest event time seen; becomes `after` at each sync.
+    newest: i64,
+    /// Events seen in the current initial sync, to find those deleted while
+    /// away. `None` when there is nothing cached to compare with.
+    seen: Option<HashSet<merge::Id>>,
+}
+
+impl Resume {
+    /// From a checkpoint (a restart), else from `since` ago (a backfill),
+    /// else from now on.
+    pub fn new(checkpoint: Option<&Checkpoint>, since: Option<Duration>) -> Resume {
+        let mut r = Resume::default();
+        if let Some(cp) = checkpoint {
+            r.after = Some(cp.delivered_up_to);
+            r.skip = cp.also_delivered.iter().cloned().collect();
+        } else if let Some(window) = since {
+            let from = std::time::SystemTime::now()
+                .checked_sub(window)
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos() as i64);
+            r.after = Some(from);
+        }
+        r
+    }
+}
+
+#[derive(Default)]
+struct Received([[u64; SEVERITIES.len()]; 3]);
+
+/// Label values for `EventSeverity`, indexed by its wire number.
+const SEVERITIES: [&str; 6] = [
+    "unspecified",
+    "info",
+    "warning",
+    "error",
+    "critical",
+    "debug",
+];
+
+impl Received {
+    fn count(&mut self, ev: &SourceEvent) {
+        let op = match ev.op {
+            Op::Initial => 0,
+            Op::Updated => 1,
+            Op::Deleted => 2,
+        };
+        // Unknown severities from a newer CVP count as unspecified.
+        let sev = usize::try_from(ev.event.severity)
+            .ok()
+            .filter(|s| *s < SEVERITIES.len())
+            .unwrap_or(0);
+        self.0[op][sev] += 1;
+    }
+
+    fn flush(&mut self) {
+        let m = metrics::get();
+        for (op, row) in ["initial", "updated", "deleted"].iter().zip(&mut self.0) {
+            for (sev, n) in SEVERITIES.iter().zip(row.iter_mut()) {
+                if *n > 0 {
+                    m.events_received
+                        .get_or_create(&metrics::labels([("operation", op), ("severity", sev)]))
+                        .inc_by(*n);
+                    *n = 0;
+                }
+            }
+        }
+    }
 }
 
 struct Target {
@@ -143,7 +232,22 @@ impl CvpSource {
             batch_size,
             connect_timeout: cfg.connect_timeout,
             max_backoff: cfg.max_backoff,
+            received: Received::default(),
+            resume: Resume::default(),
         })
+    }
+
+    /// Where to resume from (see [`Resume`]).
+    pub fn resume_from(&mut self, resume: Resume) {
+        if let Some(after) = resume.after {
+            tracing::info!(
+                "forwarding events that changed after {}",
+                humantime::format_rfc3339_millis(
+                    std::time::UNIX_EPOCH + Duration::from_nanos(after.max(0) as u64)
+                )
+            );
+        }
+        self.resume = resume;
     }
 
     /// Streams events into `tx` until shutdown. With `once`, the first end of
@@ -156,12 +260,19 @@ impl CvpSource {
     ) -> Result<()> {
         let min_backoff = Duration::from_millis(500);
         let mut backoff = min_backoff;
+        let mut first = true;
         loop {
+            if !first {
+                metrics::get().cvp_reconnects.inc();
+            }
+            first = false;
             let started = Instant::now();
             let result = tokio::select! {
                 r = self.session(&tx, &shutdown) => r,
                 _ = shutdown.cancelled() => Ok(End::Shutdown),
             };
+            metrics::get().set_stream_state(StreamState::disconnected);
+            progress::finish();
             let wait = match result {
                 Ok(End::Shutdown) => return Ok(()),
                 Ok(End::StreamClosed) if once => return Ok(()),
@@ -237,6 +348,9 @@ impl CvpSource {
 
         let stream = client.subscribe(self.request.clone()).await?.into_inner();
         tracing::info!(cvp = %self.target.authority(), "subscribed to CVP events");
+        metrics::get().set_stream_state(StreamState::syncing);
+        progress::start_sync();
+        self.resume.seen = (self.cache.len() > 0).then(HashSet::new);
         let mut chunks = stream.ready_chunks(self.batch_size);
         loop {
             let chunk = tokio::select! {
@@ -257,6 +371,7 @@ impl CvpSource {
                     }
                 }
             }
+            self.received.flush();
             // Whatever arrived before a failure still goes on.
             if !batch.is_empty() && tx.send(batch).await.is_err() {
                 return Ok(End::Shutdown);
@@ -328,19 +443,89 @@ impl CvpSource {
     /// Applies one message to the cache and queues what is to be forwarded.
     fn handle(&mut self, resp: EventStreamResponse, out: &mut Vec<SourceEvent>) {
         if resp.r#type == Operation::InitialSyncComplete as i32 {
+            progress::finish();
+            self.sync_complete(out);
             tracing::info!(cached = self.cache.len(), "CVP initial sync complete");
+            metrics::get().set_stream_state(StreamState::live);
             return;
         }
-        let Some(ev) = self.cache.apply(resp) else {
+        let initial = resp.r#type == Operation::Initial as i32;
+        // Before the cache takes the new state: what we knew of it.
+        let known = match (&resp.value, initial) {
+            (Some(v), true) => Some(self.cache.cached_time(v)),
+            _ => None,
+        };
+        let Some(mut ev) = self.cache.apply(resp) else {
             return;
         };
+        self.received.count(&ev);
+        let time = ev.time();
+        self.resume.newest = self.resume.newest.max(time);
         let wanted = match ev.op {
-            Op::Initial => self.forward.initial,
+            Op::Initial => {
+                progress::inc();
+                if let Some(seen) = &mut self.resume.seen {
+                    seen.insert(merge::id(&ev.event));
+                }
+                if self.forward.initial {
+                    true
+                } else if self.changed_while_away(&ev, time, known.flatten()) {
+                    // Not news to CVP, but news to Kafka: it changed while
+                    // we were not connected, so it goes on as an update.
+                    tracing::debug!(
+                        event_key = ev.key(),
+                        "event {} changed while disconnected; forwarding it",
+                        ev.key()
+                    );
+                    ev.op = Op::Updated;
+                    self.forward.updated
+                } else {
+                    false
+                }
+            }
             Op::Updated => self.forward.updated,
             Op::Deleted => self.forward.deleted,
         };
         if wanted {
             out.push(ev);
+        }
+    }
+
+    fn changed_while_away(&self, ev: &SourceEvent, time: i64, cached: Option<i64>) -> bool {
+        let newer = match cached {
+            Some(t) => time > t,
+            None => self.resume.after.is_some_and(|after| time > after),
+        };
+        newer && !self.resume.skip.contains(&(ev.key().to_string(), time))
+    }
+
+    /// The initial state is complete: later reconnects compare against what
+    /// we have seen, and events that vanished from CVP's state while we
+    /// were away were deleted.
+    fn sync_complete(&mut self, out: &mut Vec<SourceEvent>) {
+        self.resume.after = Some(
+            self.resume
+                .after
+                .unwrap_or(i64::MIN)
+                .max(self.resume.newest),
+        );
+        self.resume.skip.clear();
+        if let Some(seen) = self.resume.seen.take() {
+            for event in self.cache.retain_seen(&seen) {
+                let ev = SourceEvent {
+                    event,
+                    op: Op::Deleted,
+                };
+                self.received.count(&ev);
+                if self.forward.deleted {
+                    tracing::debug!(
+                        event_key = ev.key(),
+                        "event {} was deleted while disconnected",
+                        ev.key()
+                    );
+                    out.push(ev);
+                }
+            }
         }
     }
 }

@@ -7,8 +7,8 @@ wasmtime::component::bindgen!({
 
 pub use cvp_stream::transform::host::Level;
 pub use cvp_stream::transform::types::{
-    Component as WitComponent, Event as WitEvent, Input, KafkaRecord, Operation as WitOperation,
-    Output, Severity as WitSeverity,
+    Component as WitComponent, Event as WitEvent, Header, Input, KafkaRecord,
+    Operation as WitOperation, Output, Severity as WitSeverity,
 };
 
 /// The WIT package this host implements, and the versions it accepts.

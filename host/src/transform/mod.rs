@@ -10,11 +10,20 @@ pub mod runtime;
 
 use crate::config::{Config, OnError, TransformConfig};
 use crate::event::SourceEvent;
+use crate::metrics;
 use anyhow::Result;
 use bindings::{Input, KafkaRecord, Output, WitEvent};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 use runtime::{Fault, Instance, LoadedTransform, Runtime};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
+
+/// Why a transform failed on an event: the metrics' reason label, and the
+/// message.
+type Failure = (&'static str, String);
+/// Which transform failed on an event, why, and its policy.
+type StageFailure = (String, Failure, OnError);
 
 /// What became of one event.
 #[derive(Debug)]
@@ -24,6 +33,8 @@ pub enum Outcome {
     /// A transform failed on this event; `policy` says what to do about it.
     Failed {
         transform: String,
+        /// trap, timeout, memory, contract or error (the guest returned one).
+        reason: &'static str,
         error: String,
         policy: OnError,
     },
@@ -43,6 +54,9 @@ struct Stage {
     loaded: LoadedTransform,
     instance: Option<Instance>,
     on_error: OnError,
+    /// This transform's series, looked up once.
+    call_duration: Histogram,
+    filtered: Counter,
 }
 
 impl Stage {
@@ -50,12 +64,45 @@ impl Stage {
         let modified = modified(&config.path);
         let loaded = runtime.load(config)?;
         let instance = loaded.instantiate()?;
+        let m = metrics::get();
+        let name = metrics::labels([("transform", &config.name)]);
+        let filtered = metrics::labels([("transform", &config.name), ("reason", "filtered")]);
+        // Every series this transform can have, at 0 from the start: a
+        // dashboard shows 0, not "no data", and rate() sees the first one.
+        for reason in ["trap", "timeout", "memory", "contract", "error"] {
+            m.transform_failures.get_or_create(&metrics::labels([
+                ("transform", &config.name),
+                ("reason", reason),
+            ]));
+        }
+        let policy_family = match config.on_error {
+            OnError::Drop => Some(&m.events_dropped),
+            OnError::DeadLetter => Some(&m.events_dead_lettered),
+            OnError::Stop => None,
+        };
+        if let Some(family) = policy_family {
+            for reason in ["trap", "timeout", "memory", "contract", "error"] {
+                family.get_or_create(&metrics::labels([
+                    ("transform", &config.name),
+                    (
+                        "reason",
+                        if config.on_error == OnError::Drop {
+                            "error"
+                        } else {
+                            reason
+                        },
+                    ),
+                ]));
+            }
+        }
         Ok(Stage {
             config: config.clone(),
             modified,
             loaded,
             instance: Some(instance),
             on_error: config.on_error,
+            call_duration: m.transform_call_duration.get_or_create(&name).clone(),
+            filtered: m.events_dropped.get_or_create(&filtered).clone(),
         })
     }
 }
@@ -139,7 +186,7 @@ impl Chain {
 
     /// One outcome per event, in order.
     pub fn process(&mut self, batch: &[SourceEvent]) -> Vec<Outcome> {
-        let mut failed: Vec<Option<(String, String, OnError)>> = vec![None; batch.len()];
+        let mut failed: Vec<Option<StageFailure>> = vec![None; batch.len()];
         // (event index, record) pairs still travelling down the chain.
         let mut current: Vec<(usize, KafkaRecord)> = batch
             .iter()
@@ -164,8 +211,9 @@ impl Chain {
         let mut outcomes: Vec<Outcome> = failed
             .into_iter()
             .map(|f| match f {
-                Some((transform, error, policy)) => Outcome::Failed {
+                Some((transform, (reason, error), policy)) => Outcome::Failed {
                     transform,
+                    reason,
                     error,
                     policy,
                 },
@@ -190,7 +238,7 @@ impl Stage {
         current: Vec<(usize, KafkaRecord)>,
         events: &mut [Option<WitEvent>],
         batch: &[SourceEvent],
-        failed: &mut [Option<(String, String, OnError)>],
+        failed: &mut [Option<StageFailure>],
     ) -> Vec<(usize, KafkaRecord)> {
         // Move each event into its first input and clone only for fan-out,
         // so a 1:1 chain copies nothing; the events are moved back after.
@@ -213,16 +261,40 @@ impl Stage {
         let results = self.call(&inputs);
 
         let mut next = Vec::with_capacity(inputs.len());
+        // Events that came in with records and leave with none were dropped
+        // by this transform; `owners` is in event order.
+        let mut dropped = 0;
+        let mut last_owner = None;
+        let mut kept_last = false;
         for ((input, i), result) in inputs.into_iter().zip(owners).zip(results) {
+            if last_owner != Some(i) {
+                if last_owner.is_some() && !kept_last {
+                    dropped += 1;
+                }
+                last_owner = Some(i);
+                kept_last = false;
+            }
             if events[i].is_none() {
                 events[i] = Some(input.event);
             }
             if failed[i].is_some() {
+                kept_last = true; // counted as a failure, not a drop
                 continue;
             }
             match result {
-                Ok(records) => next.extend(records.into_iter().map(|r| (i, r))),
-                Err(error) => {
+                Ok(records) => {
+                    kept_last |= !records.is_empty();
+                    next.extend(records.into_iter().map(|r| (i, r)));
+                }
+                Err((reason, error)) => {
+                    kept_last = true;
+                    metrics::get()
+                        .transform_failures
+                        .get_or_create(&metrics::labels([
+                            ("transform", &*self.loaded.name),
+                            ("reason", reason),
+                        ]))
+                        .inc();
                     tracing::error!(
                         event_key = batch[i].key(),
                         transform = &*self.loaded.name,
@@ -230,9 +302,16 @@ impl Stage {
                         "transform failed on event {}: {error}",
                         batch[i].key()
                     );
-                    failed[i] = Some((self.loaded.name.to_string(), error, self.on_error));
+                    failed[i] =
+                        Some((self.loaded.name.to_string(), (reason, error), self.on_error));
                 }
             }
+        }
+        if last_owner.is_some() && !kept_last {
+            dropped += 1;
+        }
+        if dropped > 0 {
+            self.filtered.inc_by(dropped);
         }
         // An event that failed loses every record, including ones produced
         // from its other fan-out branches: all or nothing per event.
@@ -242,7 +321,7 @@ impl Stage {
 
     /// Calls the transform on a batch; on a fault, rebuilds the instance and
     /// retries the inputs one by one so that only the culprit fails.
-    fn call(&mut self, inputs: &[Input]) -> Vec<Result<Vec<KafkaRecord>, String>> {
+    fn call(&mut self, inputs: &[Input]) -> Vec<Result<Vec<KafkaRecord>, Failure>> {
         if let [input] = inputs {
             return vec![self.call_one(input)];
         }
@@ -264,7 +343,7 @@ impl Stage {
     /// over many events reaches the memory cap on whichever event comes
     /// next), so the event gets a second try on a fresh instance before it
     /// is blamed.
-    fn call_one(&mut self, input: &Input) -> Result<Vec<KafkaRecord>, String> {
+    fn call_one(&mut self, input: &Input) -> Result<Vec<KafkaRecord>, Failure> {
         let was_used = self.instance.as_ref().is_some_and(|i| i.calls() > 0);
         let mut result = self.call_once(std::slice::from_ref(input));
         if result.is_err() && was_used {
@@ -272,7 +351,7 @@ impl Stage {
         }
         match result {
             Ok(mut out) => output_to_result(out.remove(0)),
-            Err(fault) => Err(fault.to_string()),
+            Err(fault) => Err((fault.reason(), fault.to_string())),
         }
     }
 
@@ -287,16 +366,19 @@ impl Stage {
                 self.instance.insert(fresh)
             }
         };
-        instance.process(inputs).inspect_err(|_| {
+        let started = Instant::now();
+        let result = instance.process(inputs);
+        self.call_duration.observe(started.elapsed().as_secs_f64());
+        result.inspect_err(|_| {
             // wasmtime will not re-enter an instance that trapped: start over.
             self.instance = None;
         })
     }
 }
 
-fn output_to_result(o: Output) -> Result<Vec<KafkaRecord>, String> {
+fn output_to_result(o: Output) -> Result<Vec<KafkaRecord>, Failure> {
     match o {
         Output::Records(r) => Ok(r),
-        Output::Error(e) => Err(format!("returned an error: {e}")),
+        Output::Error(e) => Err(("error", format!("returned an error: {e}"))),
     }
 }

@@ -284,6 +284,18 @@ pub enum Fault {
     Contract(String),
 }
 
+impl Fault {
+    /// The `reason` label of the failure metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Fault::Trap(_) => "trap",
+            Fault::Timeout(_) => "timeout",
+            Fault::Memory(_) => "memory",
+            Fault::Contract(_) => "contract",
+        }
+    }
+}
+
 impl std::fmt::Display for Fault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

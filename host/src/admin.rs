@@ -1,0 +1,57 @@
+//! The admin endpoint: `/metrics` for Prometheus, `/health` (the process
+//! answers) and `/ready` (connected to CVP, Kafka reachable, transforms
+//! loaded) for orchestrators' probes.
+
+use crate::metrics;
+use anyhow::{anyhow, Result};
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use std::net::SocketAddr;
+use tokio_util::sync::CancellationToken;
+
+/// Binds now (so a taken port is a start-up error, not a log line later)
+/// and serves until `shutdown`.
+pub async fn serve(listen: SocketAddr, shutdown: CancellationToken) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow!("admin.listen: cannot listen on {listen}: {e}"))?;
+    let local = listener.local_addr().unwrap_or(listen);
+    tracing::info!("serving /metrics, /health and /ready on http://{local}");
+    let app = Router::new()
+        .route("/metrics", get(metrics_text))
+        .route("/health", get(|| async { "ok\n" }))
+        .route("/ready", get(ready));
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!("the admin endpoint stopped: {e}");
+        }
+    });
+    Ok(())
+}
+
+async fn metrics_text() -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            // prometheus-client writes OpenMetrics (counters' `_total`
+            // suffix, `# EOF`); saying so keeps Prometheus's types right.
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        metrics::get().encode(),
+    )
+}
+
+async fn ready() -> impl IntoResponse {
+    match metrics::get().not_ready() {
+        None => (StatusCode::OK, "ready\n".to_string()),
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        ),
+    }
+}

@@ -1,0 +1,384 @@
+//! What the service counts, for Prometheus. One process-wide set of metrics
+//! (`metrics::get()`), recorded where things happen (source, transform
+//! chain, sink) and served by `admin.rs`.
+//!
+//! Hot paths record per batch, not per event, and keep handles to labelled
+//! series instead of looking them up each time: a `Family` look-up takes a
+//! lock and hashes the labels.
+
+use prometheus_client::encoding::EncodeLabelValue;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Where the CVP subscription is: `disconnected`, `syncing` (the initial
+/// state is arriving) or `live`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)] // label values are lower case on the wire
+pub enum StreamState {
+    disconnected,
+    syncing,
+    live,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub events_received: Family<Labels, Counter>,
+    pub records_produced: Family<Labels, Counter>,
+    pub events_dropped: Family<Labels, Counter>,
+    pub events_dead_lettered: Family<Labels, Counter>,
+    pub transform_failures: Family<Labels, Counter>,
+    pub transform_call_duration: Family<Labels, Histogram>,
+    pub kafka_queue_depth: Gauge,
+    pub kafka_delivery_duration: Histogram,
+    pub kafka_delivery_failures: Family<Labels, Counter>,
+    pub kafka_broker_up: Gauge,
+    pub cvp_reconnects: Counter,
+    stream_state: Family<Vec<(&'static str, StreamState)>, Gauge>,
+    checkpoint_lag: Gauge<f64, std::sync::atomic::AtomicU64>,
+    last_delivered: Gauge<f64, std::sync::atomic::AtomicU64>,
+    ready: Gauge,
+    /// Nanoseconds since the epoch of the last event Kafka fully
+    /// acknowledged, in order; 0 before the first.
+    last_delivered_nanos: AtomicI64,
+    transforms_loaded: AtomicBool,
+    cvp_live: AtomicBool,
+}
+
+fn histogram_latency() -> Histogram {
+    // 50 µs .. ~13 s: a batch through a Rust guest takes tens of µs, a
+    // Kafka acknowledgement during an outage takes seconds.
+    Histogram::new(exponential_buckets(50e-6, 2.0, 19))
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("cvp_stream");
+        let events_received = Family::<Labels, Counter>::default();
+        registry.register(
+            "events_received",
+            "Events received from CVP, by operation and severity (before the operations filter)",
+            events_received.clone(),
+        );
+        let records_produced = Family::<Labels, Counter>::default();
+        registry.register(
+            "records_produced",
+            "Records Kafka acknowledged, by topic",
+            records_produced.clone(),
+        );
+        let events_dropped = Family::<Labels, Counter>::default();
+        registry.register(
+            "events_dropped",
+            "Events that produced no record, by transform and reason (filtered: the transform returned none; error: it failed and its on_error is drop)",
+            events_dropped.clone(),
+        );
+        let events_dead_lettered = Family::<Labels, Counter>::default();
+        registry.register(
+            "events_dead_lettered",
+            "Events sent to the dead-letter topic, by transform and reason",
+            events_dead_lettered.clone(),
+        );
+        let transform_failures = Family::<Labels, Counter>::default();
+        registry.register(
+            "transform_failures",
+            "Events a transform failed on, by transform and reason (trap, timeout, memory, error)",
+            transform_failures.clone(),
+        );
+        let transform_call_duration =
+            Family::<Labels, Histogram>::new_with_constructor(histogram_latency as fn() -> _);
+        registry.register(
+            "transform_call_duration_seconds",
+            "Duration of one call into a transform (one batch of events)",
+            transform_call_duration.clone(),
+        );
+        let kafka_queue_depth = Gauge::default();
+        registry.register(
+            "kafka_queue_depth",
+            "Records handed to the producer and not yet acknowledged by Kafka",
+            kafka_queue_depth.clone(),
+        );
+        let kafka_delivery_duration = histogram_latency();
+        registry.register(
+            "kafka_delivery_duration_seconds",
+            "From handing a record to the producer to Kafka's acknowledgement",
+            kafka_delivery_duration.clone(),
+        );
+        let kafka_delivery_failures = Family::<Labels, Counter>::default();
+        registry.register(
+            "kafka_delivery_failures",
+            "Records Kafka did not accept, by topic",
+            kafka_delivery_failures.clone(),
+        );
+        let kafka_broker_up = Gauge::default();
+        registry.register(
+            "kafka_broker_up",
+            "1 when the last metadata request to the Kafka cluster succeeded",
+            kafka_broker_up.clone(),
+        );
+        let cvp_reconnects = Counter::default();
+        registry.register(
+            "cvp_reconnects",
+            "Times the CVP subscription was re-established after it ended or failed",
+            cvp_reconnects.clone(),
+        );
+        let stream_state = Family::<Vec<(&'static str, StreamState)>, Gauge>::default();
+        registry.register(
+            "cvp_stream_state",
+            "The CVP subscription's state: 1 for the current one of disconnected, syncing, live",
+            stream_state.clone(),
+        );
+        let checkpoint_lag = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "checkpoint_lag_seconds",
+            "Now minus the time of the last event whose records Kafka fully acknowledged (in order)",
+            checkpoint_lag.clone(),
+        );
+        let last_delivered = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "last_delivered_event_timestamp_seconds",
+            "Time of the last event whose records Kafka fully acknowledged (in order)",
+            last_delivered.clone(),
+        );
+        let ready = Gauge::default();
+        registry.register(
+            "ready",
+            "1 when connected to CVP, Kafka is reachable and the transforms are loaded (as /ready)",
+            ready.clone(),
+        );
+        let build_info = Family::<Labels, Gauge>::default();
+        registry.register(
+            "build_info",
+            "The running version and the transform WIT version it implements",
+            build_info.clone(),
+        );
+        build_info
+            .get_or_create(&vec![
+                ("version", env!("CARGO_PKG_VERSION").to_string()),
+                (
+                    "wit_version",
+                    crate::transform::bindings::WIT_VERSION.to_string(),
+                ),
+            ])
+            .set(1);
+
+        let m = Metrics {
+            registry,
+            events_received,
+            records_produced,
+            events_dropped,
+            events_dead_lettered,
+            transform_failures,
+            transform_call_duration,
+            kafka_queue_depth,
+            kafka_delivery_duration,
+            kafka_delivery_failures,
+            kafka_broker_up,
+            cvp_reconnects,
+            stream_state,
+            checkpoint_lag,
+            last_delivered,
+            ready,
+            last_delivered_nanos: AtomicI64::new(0),
+            transforms_loaded: AtomicBool::new(false),
+            cvp_live: AtomicBool::new(false),
+        };
+        m.set_stream_state(StreamState::disconnected);
+        m
+    }
+
+    /// One series per state, exactly one of them 1 (Prometheus's
+    /// "state set"), so a dashboard can show the state and alert on it.
+    pub fn set_stream_state(&self, now: StreamState) {
+        for s in [
+            StreamState::disconnected,
+            StreamState::syncing,
+            StreamState::live,
+        ] {
+            self.stream_state
+                .get_or_create(&vec![("state", s)])
+                .set((s == now) as i64);
+        }
+        self.cvp_live
+            .store(now != StreamState::disconnected, Ordering::Relaxed);
+    }
+
+    pub fn set_transforms_loaded(&self) {
+        self.transforms_loaded.store(true, Ordering::Relaxed);
+    }
+
+    pub fn set_delivered_up_to(&self, event_nanos: i64) {
+        if event_nanos > 0 {
+            self.last_delivered_nanos
+                .fetch_max(event_nanos, Ordering::Relaxed);
+        }
+    }
+
+    /// Why the service is not ready, or `None` when it is.
+    pub fn not_ready(&self) -> Option<&'static str> {
+        if !self.transforms_loaded.load(Ordering::Relaxed) {
+            Some("transforms not loaded")
+        } else if !self.cvp_live.load(Ordering::Relaxed) {
+            Some("not connected to CVP")
+        } else if self.kafka_broker_up.get() == 0 {
+            Some("Kafka not reachable")
+        } else {
+            None
+        }
+    }
+
+    /// The text exposition, with the derived gauges brought up to date.
+    pub fn encode(&self) -> String {
+        let delivered = self.last_delivered_nanos.load(Ordering::Relaxed);
+        if delivered > 0 {
+            let secs = delivered as f64 / 1e9;
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(secs);
+            self.last_delivered.set(secs);
+            self.checkpoint_lag.set((now - secs).max(0.0));
+        }
+        self.ready.set(self.not_ready().is_none() as i64);
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// The process's metrics. Created on first use, so commands that never
+/// serve them pay nothing but a few allocations.
+pub fn get() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+/// A label set from pairs, for the `Family` look-ups above.
+pub fn labels<const N: usize>(pairs: [(&'static str, &str); N]) -> Labels {
+    pairs.iter().map(|(k, v)| (*k, v.to_string())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names_and_state_set() {
+        let m = Metrics::new();
+        m.events_received
+            .get_or_create(&labels([("operation", "updated"), ("severity", "error")]))
+            .inc_by(3);
+        m.set_stream_state(StreamState::live);
+        m.transform_call_duration
+            .get_or_create(&labels([("transform", "t")]))
+            .observe(0.001);
+        let text = m.encode();
+        assert!(
+            text.contains(
+                "cvp_stream_events_received_total{operation=\"updated\",severity=\"error\"} 3"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("cvp_stream_cvp_stream_state{state=\"live\"} 1"));
+        assert!(text.contains("cvp_stream_cvp_stream_state{state=\"syncing\"} 0"));
+        assert!(
+            text.contains("cvp_stream_transform_call_duration_seconds_count{transform=\"t\"} 1")
+        );
+        assert!(text.contains("cvp_stream_build_info{version=\""));
+        // Not ready: nothing loaded, no broker seen.
+        assert!(text.contains("cvp_stream_ready 0"));
+    }
+
+    #[test]
+    fn ready_needs_all_three() {
+        let m = Metrics::new();
+        assert_eq!(m.not_ready(), Some("transforms not loaded"));
+        m.set_transforms_loaded();
+        assert_eq!(m.not_ready(), Some("not connected to CVP"));
+        m.set_stream_state(StreamState::syncing);
+        assert_eq!(m.not_ready(), Some("Kafka not reachable"));
+        m.kafka_broker_up.set(1);
+        assert_eq!(m.not_ready(), None);
+        m.set_stream_state(StreamState::disconnected);
+        assert_eq!(m.not_ready(), Some("not connected to CVP"));
+    }
+
+    #[test]
+    fn lag_follows_the_last_delivered_event() {
+        let m = Metrics::new();
+        let ten_s_ago = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as i64
+            - 10_000_000_000;
+        m.set_delivered_up_to(ten_s_ago);
+        let text = m.encode();
+        let lag: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("cvp_stream_checkpoint_lag_seconds "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((10.0..20.0).contains(&lag), "{lag}");
+    }
+
+    /// The Grafana dashboard in deploy/ asks only for series this exports.
+    #[test]
+    fn dashboard_uses_only_exported_metrics() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/grafana/cvp-stream-dashboard.json"
+        );
+        let dashboard = std::fs::read_to_string(path).expect("the dashboard");
+        let _: serde_json::Value = serde_json::from_str(&dashboard).expect("valid JSON");
+        // A family appears in the exposition once it has a series.
+        let m = Metrics::new();
+        let l = labels([("x", "1")]);
+        for f in [
+            &m.events_received,
+            &m.records_produced,
+            &m.events_dropped,
+            &m.events_dead_lettered,
+            &m.transform_failures,
+            &m.kafka_delivery_failures,
+        ] {
+            f.get_or_create(&l).inc();
+        }
+        m.transform_call_duration.get_or_create(&l).observe(1.0);
+        let text = m.encode();
+        let mut names: Vec<&str> = dashboard
+            .match_indices("cvp_stream_")
+            // Not the inner match of `cvp_stream_cvp_stream_state`.
+            .filter(|(i, _)| {
+                !dashboard[..*i].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+            })
+            .map(|(i, _)| {
+                let rest = &dashboard[i..];
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+                    .unwrap_or(rest.len());
+                &rest[..end]
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        assert!(names.len() >= 10, "{names:?}");
+        for name in names {
+            let base = ["_total", "_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name);
+            assert!(
+                text.contains(&format!("# TYPE {base} ")),
+                "the dashboard uses {name}, which is not exported:\n{text}"
+            );
+        }
+    }
+}

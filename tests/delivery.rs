@@ -1,0 +1,392 @@
+//! Delivery under faults: each test counts what went in (changes made in
+//! the simulated CVP) and what came out (records on the real broker), and
+//! asserts that nothing was lost and nothing sent twice.
+//!
+//! Each change has a description of its own, so a record is identified by
+//! (event key, description), read back from the JSON value the host writes
+//! when no transform is configured.
+
+mod support;
+
+use cvp_simulator::{SimHandle, SimOptions, Simulator};
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use support::{eventually, free_port, http_get, metric, wasm, Broker, Host, Record};
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64
+}
+
+fn rfc3339(ns: i64) -> String {
+    humantime::format_rfc3339_nanos(UNIX_EPOCH + Duration::from_nanos(ns as u64)).to_string()
+}
+
+/// One recording line: an event `key` created at `created`, last changed at
+/// `updated`, with `description`.
+fn entry(op: &str, key: &str, created: i64, updated: i64, description: &str) -> String {
+    serde_json::json!({
+        "type": op,
+        "time": rfc3339(updated),
+        "value": {
+            "key": { "key": key, "timestamp": rfc3339(created) },
+            "severity": "EVENT_SEVERITY_ERROR",
+            "title": format!("Title of {key}"),
+            "description": description,
+            "eventType": "TEST_EVENT",
+            "lastUpdatedTime": rfc3339(updated),
+        }
+    })
+    .to_string()
+}
+
+fn parse(line: &str) -> cvp_proto::event::EventStreamResponse {
+    cvp_proto::json::parse_stream_response(line).unwrap()
+}
+
+/// `n` live UPDATED events with fresh keys, a millisecond apart, in the
+/// recent past; every `every`th one's description carries MISBEHAVE.
+fn live_events(n: usize, every: usize) -> (Vec<String>, i64) {
+    let base = now_ns() - 3_600_000_000_000;
+    let lines = (1..=n)
+        .map(|i| {
+            let t = base + i as i64 * 1_000_000;
+            let desc = if every > 0 && i % every == 0 {
+                format!("event {i} MISBEHAVE")
+            } else {
+                format!("event {i}")
+            };
+            entry("UPDATED", &format!("ev-{i:04}"), t, t, &desc)
+        })
+        .collect();
+    (lines, base)
+}
+
+async fn simulator(lines: &[String]) -> SimHandle {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    Simulator::start(
+        SimOptions {
+            token: Some("tok-d".into()),
+            script: lines.iter().map(|l| parse(l)).collect(),
+            rate: 0.0,
+            ..SimOptions::default()
+        },
+        listener,
+    )
+    .await
+    .expect("simulator")
+}
+
+/// No transform (value = the event as JSON), UPDATED and DELETED.
+fn raw_config(cvp: &str, broker: &Broker, topic: &str, extra: &str) -> String {
+    format!(
+        "source:\n  cvp:\n    address: \"{cvp}\"\n    token: tok-d\n    tls: {{ enabled: false }}\n    operations: [updated, deleted]\n    max_backoff: 1s\nsink:\n  kafka:\n    brokers: \"{}\"\n    topic: {topic}\n{extra}",
+        broker.addr
+    )
+}
+
+type Id = (String, String);
+
+/// (key, description) of a record the host wrote with no transform.
+fn identity(r: &Record) -> Id {
+    let v = r.value_json();
+    (
+        v["key"]["key"].as_str().unwrap_or("").to_string(),
+        v["description"].as_str().unwrap_or("").to_string(),
+    )
+}
+
+/// How often each identity arrived.
+fn tally(records: &[Record]) -> BTreeMap<Id, usize> {
+    let mut t = BTreeMap::new();
+    for r in records {
+        *t.entry(identity(r)).or_insert(0) += 1;
+    }
+    t
+}
+
+/// A change to an event that exists, made now.
+fn change(key: &str, created_line: &str, n: usize) -> (String, Id) {
+    let created = parse(created_line)
+        .value
+        .unwrap()
+        .key
+        .unwrap()
+        .timestamp
+        .unwrap();
+    let created_ns = created.seconds * 1_000_000_000 + created.nanos as i64;
+    let t = now_ns() + n as i64 * 1_000_000;
+    let desc = format!("changed while away {n}");
+    let line = entry("UPDATED", key, created_ns, t, &desc);
+    (line, (key.to_string(), desc))
+}
+
+/// CVP's stream is cut; while the host is away, 5 events change, one is
+/// created and one deleted. CVP's Subscribe only resends its current state
+/// (INITIAL), so the host must see in it what changed: all 7 changes
+/// arrive, once, and nothing from before is sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_reset_with_changes_during_the_gap() {
+    let broker = Broker::start();
+    broker.create_topic("gap", 1);
+    let (lines, _) = live_events(30, 0);
+    let sim = simulator(&lines).await;
+    let host = Host::run(
+        &raw_config(&sim.local_addr().to_string(), &broker, "gap", ""),
+        &[],
+    );
+    let before = broker.consume(&host, "gap", 30);
+    assert_eq!(tally(&before).len(), 30);
+
+    sim.reset_streams(true);
+    host.wait_for_log("CVP stream failed");
+    let mut expected = tally(&before);
+    for (n, i) in [3usize, 7, 11, 19, 23].iter().enumerate() {
+        let (line, id) = change(&format!("ev-{i:04}"), &lines[i - 1], n);
+        sim.apply(&parse(&line)).unwrap();
+        expected.insert(id, 1);
+    }
+    let t = now_ns() + 100_000_000;
+    let created = entry("UPDATED", "ev-new", t, t, "created while away");
+    sim.apply(&parse(&created)).unwrap();
+    expected.insert(("ev-new".into(), "created while away".into()), 1);
+    let gone = &lines[29];
+    let deleted = gone.replace("\"UPDATED\"", "\"DELETED\"");
+    sim.apply(&parse(&deleted)).unwrap();
+    sim.accept_subscriptions();
+
+    let after = broker.consume(&host, "gap", 37);
+    let (status, log) = host.stop();
+    assert!(status.success(), "exit {status}; log:\n{log}");
+    let all = broker.all("gap");
+    assert_eq!(
+        all.len(),
+        37,
+        "30 before + 5 changed + 1 created + 1 deleted, once each"
+    );
+    // The deletion carries the event's last state (as a DELETED from CVP
+    // would): its identity is the one delivered before, now twice.
+    let mut got = tally(&after);
+    let deleted_id = identity(&before[29]);
+    assert_eq!(got.get(&deleted_id), Some(&2), "{log}");
+    got.insert(deleted_id, 1);
+    assert_eq!(got, expected, "log:\n{log}");
+}
+
+/// The host is killed with SIGKILL (no shutdown, no final checkpoint);
+/// 4 events change while it is down; a new host with the same checkpoint
+/// forwards exactly those 4, and nothing delivered before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_and_restart_resume_from_the_checkpoint() {
+    let broker = Broker::start();
+    broker.create_topic("resume", 1);
+    let (lines, _) = live_events(40, 0);
+    let sim = simulator(&lines).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cp = dir.path().join("checkpoint.json");
+    let yaml = raw_config(
+        &sim.local_addr().to_string(),
+        &broker,
+        "resume",
+        &format!(
+            "checkpoint:\n  path: {:?}\n  interval: 50ms\n",
+            cp.display().to_string()
+        ),
+    );
+    let host = Host::run(&yaml, &[]);
+    let before = broker.consume(&host, "resume", 40);
+    // The last event's time: once the checkpoint holds it, all 40 are safe.
+    let last = parse(&lines[39]).value.unwrap().last_updated_time.unwrap();
+    let last_ns = last.seconds * 1_000_000_000 + last.nanos as i64;
+    eventually(&host, "the checkpoint to reach the 40th event", || {
+        let text = std::fs::read_to_string(&cp).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        (v["delivered_up_to"].as_i64()? >= last_ns).then_some(())
+    });
+    host.signal(libc::SIGKILL);
+    drop(host);
+
+    let mut expected = tally(&before);
+    for (n, i) in [2usize, 15, 16, 33].iter().enumerate() {
+        let (line, id) = change(&format!("ev-{i:04}"), &lines[i - 1], n);
+        sim.apply(&parse(&line)).unwrap();
+        expected.insert(id, 1);
+    }
+    let host = Host::run(&yaml, &[]);
+    broker.consume(&host, "resume", 44);
+    let (status, log) = host.stop();
+    assert!(status.success(), "exit {status}; log:\n{log}");
+    let all = broker.all("resume");
+    let got = tally(&all);
+    let duplicates: usize = got.values().map(|n| n - 1).sum();
+    assert_eq!(duplicates, 0, "sent twice: {got:?}");
+    assert_eq!(got, expected, "log:\n{log}");
+}
+
+/// Kafka goes away for 30 s while events keep coming: the host holds them
+/// (it retries for as long as it takes), says it is not ready, and when a
+/// broker is back on the same address every one of them arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_outage_of_30s_loses_nothing() {
+    let port = free_port();
+    let broker = Broker::start_on(port);
+    broker.create_topic("outage", 1);
+    let (lines, _) = live_events(10, 0);
+    let sim = simulator(&lines).await;
+    let admin = format!("127.0.0.1:{}", free_port());
+    let yaml = raw_config(
+        &sim.local_addr().to_string(),
+        &broker,
+        "outage",
+        &format!("admin:\n  listen: \"{admin}\"\n"),
+    );
+    let host = Host::run(&yaml, &[]);
+    broker.consume(&host, "outage", 10);
+
+    drop(broker);
+    eventually(&host, "the host to see Kafka gone", || {
+        (http_get(&admin, "/ready").0 == 503).then_some(())
+    });
+    let mut expected = BTreeMap::new();
+    for n in 0..25 {
+        let i = n % 10 + 1;
+        let (line, id) = change(&format!("ev-{i:04}"), &lines[i - 1], n);
+        sim.apply(&parse(&line)).unwrap();
+        expected.insert(id, 1);
+    }
+    // The outage itself: what the scenario is, not a wait for a signal.
+    std::thread::sleep(Duration::from_secs(30));
+    let (_, text) = http_get(&admin, "/metrics");
+    assert!(
+        metric(&text, "cvp_stream_kafka_queue_depth") >= Some(1.0),
+        "records are held while Kafka is away:\n{text}"
+    );
+
+    // Back, empty (tansu keeps topics in memory): the topic is made again.
+    let broker = Broker::start_on(port);
+    broker.create_topic("outage", 1);
+    broker.consume(&host, "outage", 25);
+    let (status, log) = host.stop();
+    assert!(status.success(), "exit {status}; log:\n{log}");
+    let got = tally(&broker.all("outage"));
+    let duplicates: usize = got.values().map(|n| n - 1).sum();
+    eprintln!(
+        "broker outage: 25 changes in, {} records out, {duplicates} duplicates",
+        got.values().sum::<usize>()
+    );
+    let mut seen = got.clone();
+    seen.values_mut().for_each(|n| *n = 1);
+    assert_eq!(seen, expected, "every change arrived; log:\n{log}");
+}
+
+/// A misbehaving transform with `on_error: dead_letter`, triggered by every
+/// 10th of 50 events: 45 records on the topic, 5 dead letters with the
+/// event as JSON and headers saying which transform failed and how.
+fn every_tenth_event_goes_to_the_dead_letter_topic(mode: &str, limits: &str, failure: &str) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let broker = Broker::start();
+    broker.create_topic("main", 1);
+    broker.create_topic("dlq", 1);
+    let (lines, _) = live_events(50, 10);
+    let sim = rt.block_on(simulator(&lines));
+    let transforms = format!(
+        "transforms:\n  - name: bad\n    path: {:?}\n    config: {{ mode: {mode} }}\n    on_error: dead_letter\n    limits: {limits}\n",
+        wasm("misbehave").display().to_string()
+    );
+    let yaml = raw_config(
+        &sim.local_addr().to_string(),
+        &broker,
+        "main",
+        "    dead_letter_topic: dlq\n",
+    ) + &transforms;
+    let host = Host::run(&yaml, &[]);
+    let main = broker.consume(&host, "main", 45);
+    let dead = broker.consume(&host, "dlq", 5);
+    let (status, log) = host.stop();
+    assert!(status.success(), "exit {status}; log:\n{log}");
+    assert_eq!(broker.all("main").len(), 45);
+    assert_eq!(broker.all("dlq").len(), 5);
+    assert!(main.iter().all(|r| !identity(r).1.contains("MISBEHAVE")));
+    let keys: Vec<String> = dead.iter().map(Record::key_text).collect();
+    assert_eq!(
+        keys,
+        ["ev-0010", "ev-0020", "ev-0030", "ev-0040", "ev-0050"]
+    );
+    for r in &dead {
+        assert_eq!(
+            r.header("cvp-dead-letter-reason").as_deref(),
+            Some("transform-failed")
+        );
+        assert_eq!(r.header("cvp-transform").as_deref(), Some("bad"));
+        assert_eq!(r.header("cvp-failure").as_deref(), Some(failure), "{r:?}");
+        assert_eq!(r.header("cvp-event-key"), Some(r.key_text()));
+        assert!(r.header("cvp-error").is_some_and(|e| !e.is_empty()));
+        // The whole event, ready to replay.
+        assert_eq!(
+            r.value_json()["key"]["key"].as_str(),
+            Some(r.key_text().as_str())
+        );
+        assert!(identity(r).1.contains("MISBEHAVE"));
+    }
+}
+
+#[test]
+fn trap_on_every_tenth_event_is_dead_lettered() {
+    every_tenth_event_goes_to_the_dead_letter_topic("trap", "{}", "trap");
+}
+
+#[test]
+fn endless_loop_is_dead_lettered() {
+    every_tenth_event_goes_to_the_dead_letter_topic("spin", "{ timeout: 200ms }", "timeout");
+}
+
+#[test]
+fn allocation_until_the_cap_is_dead_lettered() {
+    every_tenth_event_goes_to_the_dead_letter_topic("hog", "{ memory: 32MiB }", "memory");
+}
+
+/// A record Kafka will never take (larger than the broker's limit, here a
+/// producer limit of 2 KiB below a 3 KiB value) goes to the dead-letter
+/// topic without its value, with its size and original topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_large_record_is_dead_lettered() {
+    let broker = Broker::start();
+    broker.create_topic("small", 1);
+    broker.create_topic("dlq", 1);
+    let t = now_ns() - 1_000_000_000;
+    let big = "x".repeat(3000);
+    let lines = vec![
+        entry("UPDATED", "fits", t, t, "small"),
+        entry("UPDATED", "too-big", t + 1, t + 1, &big),
+    ];
+    let sim = simulator(&lines).await;
+    let yaml = raw_config(
+        &sim.local_addr().to_string(),
+        &broker,
+        "small",
+        "    dead_letter_topic: dlq\n    properties: { message.max.bytes: 2048 }\n",
+    );
+    let host = Host::run(&yaml, &[]);
+    let ok = broker.consume(&host, "small", 1);
+    assert_eq!(ok[0].key_text(), "fits");
+    let dead = broker.consume(&host, "dlq", 1);
+    let (status, log) = host.stop();
+    assert!(status.success(), "exit {status}; log:\n{log}");
+    let d = &dead[0];
+    assert_eq!(d.key_text(), "too-big");
+    assert_eq!(d.value, None);
+    assert_eq!(
+        d.header("cvp-dead-letter-reason").as_deref(),
+        Some("undeliverable")
+    );
+    assert_eq!(d.header("cvp-original-topic").as_deref(), Some("small"));
+    let size: usize = d.header("cvp-original-size").unwrap().parse().unwrap();
+    assert!(size > 3000, "{size}");
+    assert_eq!(broker.all("small").len(), 1);
+}
