@@ -350,10 +350,15 @@ async fn run_subscriber(
             inner.log[idx.min(end)..end].to_vec()
         };
         if batch.is_empty() {
-            tokio::select! {
-                r = len_rx.changed() => if r.is_err() { return },
-                _ = reset_rx.changed() => {}
+            let reset = tokio::select! {
+                r = len_rx.changed() => if r.is_err() { return } else { false },
+                _ = reset_rx.changed() => true,
                 _ = shutdown.wait_for(|s| *s) => return,
+            };
+            if reset {
+                // `changed` marked it seen: end the stream here.
+                let _ = tx.send(vec![Item::Reset]).await;
+                return;
             }
             continue;
         }

@@ -95,6 +95,23 @@ impl Broker {
         broker
     }
 
+    /// Freezes the broker (SIGSTOP): connections stay open and nothing
+    /// answers, as with a hung broker or a network partition. Its state is
+    /// kept, unlike a restart of this in-memory broker.
+    pub fn freeze(&self) {
+        // SAFETY: kill(2) on our own child's pid has no memory effects.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGSTOP);
+        }
+    }
+
+    pub fn thaw(&self) {
+        // SAFETY: as above.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGCONT);
+        }
+    }
+
     fn client_config(&self) -> ClientConfig {
         let mut cc = ClientConfig::new();
         cc.set("bootstrap.servers", &self.addr)

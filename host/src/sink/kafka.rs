@@ -208,14 +208,23 @@ impl KafkaSink {
         let m = metrics::get();
         for topic in std::iter::once(&self.topic).chain(&self.dead_letter_topic) {
             let l = metrics::labels([("topic", topic)]);
-            m.kafka_delivery_failures.get_or_create(&l);
+            let _ = m.kafka_delivery_failures.get_or_create(&l);
             let c = m.records_produced.get_or_create(&l).clone();
             books.produced.insert(topic.clone(), c);
         }
         let mut pending: FuturesUnordered<Pending> = FuturesUnordered::new();
+        // Progress made by the last acknowledgements of a burst must reach
+        // the gauges and the checkpoint even when nothing follows them.
+        let every = self
+            .checkpoint
+            .as_ref()
+            .map_or(Duration::from_secs(1), |c| c.1);
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let result: Result<()> = async {
             loop {
                 tokio::select! {
+                    _ = tick.tick() => books.publish(pending.len()),
                     Some(done) = pending.next(), if !pending.is_empty() => {
                         books.settle(done, pending.len());
                         self.redirect(&mut pending, &mut books).await;

@@ -70,7 +70,7 @@ impl Stage {
         // Every series this transform can have, at 0 from the start: a
         // dashboard shows 0, not "no data", and rate() sees the first one.
         for reason in ["trap", "timeout", "memory", "contract", "error"] {
-            m.transform_failures.get_or_create(&metrics::labels([
+            let _ = m.transform_failures.get_or_create(&metrics::labels([
                 ("transform", &config.name),
                 ("reason", reason),
             ]));
@@ -82,7 +82,7 @@ impl Stage {
         };
         if let Some(family) = policy_family {
             for reason in ["trap", "timeout", "memory", "contract", "error"] {
-                family.get_or_create(&metrics::labels([
+                let _ = family.get_or_create(&metrics::labels([
                     ("transform", &config.name),
                     (
                         "reason",
