@@ -409,3 +409,85 @@ async fn too_large_record_is_dead_lettered() {
     assert!(size > 3000, "{size}");
     assert_eq!(broker.all("small").len(), 1);
 }
+
+/// What a CVP may send that a careless reader trips on: no title or
+/// description, empty strings, an unknown severity (a newer CVP), a huge
+/// data map, non-ASCII text. Every event gets through, through the stock
+/// transform and as JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_events_from_cvp_pass_through() {
+    let broker = Broker::start();
+    broker.create_topic("odd", 1);
+    broker.create_topic("odd-json", 1);
+    let t = now_ns() - 1_000_000_000;
+    let ts = rfc3339(t);
+    let huge: serde_json::Map<String, serde_json::Value> = (0..20_000)
+        .map(|i| (format!("k{i}"), serde_json::Value::from(format!("v{i}"))))
+        .collect();
+    let lines = [
+        // Only a key: no title, description, severity or anything else.
+        serde_json::json!({"type": "UPDATED", "value": {"key": {"key": "bare", "timestamp": ts}}}),
+        serde_json::json!({"type": "UPDATED", "value": {"key": {"key": "empty", "timestamp": ts},
+            "title": "", "description": "", "eventType": ""}}),
+        serde_json::json!({"type": "UPDATED", "value": {"key": {"key": "future", "timestamp": ts},
+            "title": "From a newer CVP", "description": "severity 42", "severity": 42}}),
+        serde_json::json!({"type": "UPDATED", "value": {"key": {"key": "huge", "timestamp": ts},
+            "title": "Huge", "description": "20000 data entries", "data": {"data": huge}}}),
+        serde_json::json!({"type": "UPDATED", "value": {"key": {"key": "utf8", "timestamp": ts},
+            "title": "Intérêt dépassé — 東京 DC 🚨", "description": "Ελληνικά\u{0}nul"}}),
+    ]
+    .map(|v| v.to_string());
+    // One simulator per host: each host must see the events live.
+    let (sim, sim_raw) = (simulator(&lines).await, simulator(&lines).await);
+    let stock = format!(
+        "transforms:\n  - name: t\n    path: {:?}\n",
+        wasm("title_to_key").display().to_string()
+    );
+    let host = Host::run(
+        &(raw_config(&sim.local_addr().to_string(), &broker, "odd", "") + &stock),
+        &[],
+    );
+    let raw = Host::run(
+        &raw_config(&sim_raw.local_addr().to_string(), &broker, "odd-json", ""),
+        &[],
+    );
+    let got = broker.consume(&host, "odd", 5);
+    let json = broker.consume(&raw, "odd-json", 5);
+    for h in [host, raw] {
+        let (status, log) = h.stop();
+        assert!(status.success(), "exit {status}; log:\n{log}");
+    }
+    let pairs: Vec<(String, String)> = got
+        .iter()
+        .map(|r| {
+            (
+                r.key_text(),
+                String::from_utf8(r.value.clone().unwrap_or_default()).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        pairs,
+        [
+            ("", ""),
+            ("", ""),
+            ("From a newer CVP", "severity 42"),
+            ("Huge", "20000 data entries"),
+            ("Intérêt dépassé — 東京 DC 🚨", "Ελληνικά\u{0}nul"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+    );
+    let keys: Vec<String> = json.iter().map(Record::key_text).collect();
+    assert_eq!(keys, ["bare", "empty", "future", "huge", "utf8"]);
+    assert_eq!(json[2].value_json()["severity"], serde_json::json!(42));
+    assert_eq!(
+        json[3].value_json()["data"]["data"]
+            .as_object()
+            .map(|m| m.len()),
+        Some(20_000)
+    );
+    assert_eq!(
+        json[4].value_json()["title"],
+        "Intérêt dépassé — 東京 DC 🚨"
+    );
+}
