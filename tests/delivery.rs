@@ -209,8 +209,11 @@ async fn sigkill_and_restart_resume_from_the_checkpoint() {
     drop(host);
 
     let mut expected = tally(&before);
+    let mut newest = 0;
     for (n, i) in [2usize, 15, 16, 33].iter().enumerate() {
         let (line, id) = change(&format!("ev-{i:04}"), &lines[i - 1], n);
+        let t = parse(&line).value.unwrap().last_updated_time.unwrap();
+        newest = newest.max(t.seconds * 1_000_000_000 + t.nanos as i64);
         sim.apply(&parse(&line)).unwrap();
         expected.insert(id, 1);
     }
@@ -218,6 +221,10 @@ async fn sigkill_and_restart_resume_from_the_checkpoint() {
     broker.consume(&host, "resume", 44);
     let (status, log) = host.stop();
     assert!(status.success(), "exit {status}; log:\n{log}");
+    // A graceful stop writes the checkpoint last: it covers everything.
+    let cp: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cp).unwrap()).unwrap();
+    assert_eq!(cp["delivered_up_to"].as_i64(), Some(newest), "{cp}");
     let all = broker.all("resume");
     let got = tally(&all);
     let duplicates: usize = got.values().map(|n| n - 1).sum();

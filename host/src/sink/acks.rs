@@ -5,6 +5,7 @@
 
 use std::collections::VecDeque;
 
+#[derive(Default)]
 pub struct Acks {
     /// Sequence number of `pending[0]`.
     base: u64,
@@ -13,16 +14,6 @@ pub struct Acks {
     pending: VecDeque<(String, i64, u32)>,
     /// Time of the last event before which everything is acknowledged.
     watermark: i64,
-}
-
-impl Default for Acks {
-    fn default() -> Self {
-        Acks {
-            base: 0,
-            pending: VecDeque::new(),
-            watermark: 0,
-        }
-    }
 }
 
 impl Acks {

@@ -500,7 +500,7 @@ impl Books {
         }
         // Per settle would be per record: publish every so often, and when
         // the last record in flight is settled.
-        if in_flight == 0 || self.stats.produced % 256 == 0 {
+        if in_flight == 0 || self.stats.produced.is_multiple_of(256) {
             self.publish(in_flight);
         }
     }
