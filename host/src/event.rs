@@ -8,6 +8,9 @@ use cvp_proto::event::Event;
 pub struct SourceEvent {
     pub event: Event,
     pub op: Op,
+    /// Its number in the delivery tracker (`sink/acks.rs`), given when the
+    /// source emits it.
+    pub seq: u64,
 }
 
 impl SourceEvent {

@@ -7,7 +7,7 @@
 
 use crate::config::{Config, OnError};
 use crate::event::SourceEvent;
-use crate::sink::{Delivery, Sink, SinkStats};
+use crate::sink::{Delivery, SharedAcks, Sink, SinkStats};
 use crate::source::CvpSource;
 use crate::transform::{reload, Chain, Outcome};
 use anyhow::{anyhow, Result};
@@ -62,6 +62,10 @@ impl Pipeline {
         let (out_tx, out_rx) = mpsc::channel::<Vec<Delivery>>(CHANNEL_BATCHES);
 
         let shutdown_for_source = shutdown.clone();
+        // Events are tracked from the source on, so those still in the
+        // transform stage hold the checkpoint back too.
+        let acks = SharedAcks::default();
+        let acks_for_source = acks.clone();
         let reload = Arc::new(AtomicU8::new(reload::NONE));
         let watcher = tokio::spawn(reload::watch(
             chain.watched_files(),
@@ -70,7 +74,9 @@ impl Pipeline {
             shutdown.clone(),
         ));
         let source_task = tokio::spawn(async move {
-            let result = source.run(events_tx, shutdown_for_source, once).await;
+            let result = source
+                .run(events_tx, shutdown_for_source, once, acks_for_source)
+                .await;
             // The watcher holds a sender too: with both gone the transform
             // thread drains and ends, and then the sink.
             watcher.abort();
@@ -96,8 +102,8 @@ impl Pipeline {
                         .iter()
                         .zip(outcomes)
                         .map(|(ev, outcome)| Delivery {
+                            seq: ev.seq,
                             event_key: ev.key().to_string(),
-                            event_time: ev.time(),
                             // Only an event bound for the dead-letter topic
                             // pays for this encoding.
                             event_json: matches!(
@@ -118,7 +124,7 @@ impl Pipeline {
             })
             .map_err(|e| anyhow!("cannot start the transform thread: {e}"))?;
 
-        let sink_result = sink.run(out_rx).await;
+        let sink_result = sink.run(out_rx, acks).await;
         if sink_result.is_err() {
             // The sink stopped (a `stop` policy): stop reading from CVP too.
             shutdown.cancel();

@@ -43,6 +43,7 @@ fn event_of(case: &TestCase) -> Result<SourceEvent> {
     Ok(SourceEvent {
         event: resp.value.unwrap_or_default(),
         op: case.operation,
+        seq: 0,
     })
 }
 

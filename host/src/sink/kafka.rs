@@ -8,9 +8,9 @@
 //! the dead-letter topic. Progress is claimed, and checkpointed, only up to
 //! the first event with a record still in flight.
 
-use super::acks::Acks;
 use super::dead_letter;
 use super::kafka_log::KafkaContext;
+use super::SharedAcks;
 use super::{failed, Delivery, SinkStats};
 use crate::checkpoint::{self, Checkpoint};
 use crate::config::{CheckpointConfig, KafkaConfig, OnError};
@@ -58,7 +58,7 @@ type Pending = Pin<Box<dyn Future<Output = Settled> + Send>>;
 #[derive(Default)]
 struct Books {
     stats: SinkStats,
-    acks: Acks,
+    acks: SharedAcks,
     /// Per-topic counters, looked up once per topic.
     produced: HashMap<String, Counter>,
     /// Records that failed and are to be re-sent to the dead-letter topic.
@@ -76,15 +76,21 @@ struct CheckpointWriter {
 
 impl CheckpointWriter {
     /// Writes when progress was made and `interval` has passed (or `force`).
-    fn maybe_write(&mut self, acks: &Acks, force: bool) {
-        let watermark = acks.watermark();
-        if watermark == self.written_watermark && !force {
-            return;
-        }
+    /// Never a checkpoint that knows nothing (0): a restart from it would
+    /// replay CVP's whole state.
+    fn maybe_write(&mut self, acks: &SharedAcks, force: bool) {
         if !force && self.last_written.elapsed() < self.interval {
             return;
         }
-        let cp = Checkpoint::new(watermark, acks.delivered_beyond());
+        let cp = {
+            let acks = acks.lock();
+            let watermark = acks.resume_point();
+            if watermark == 0 || (watermark == self.written_watermark && !force) {
+                return;
+            }
+            Checkpoint::new(watermark, acks.delivered_beyond(watermark))
+        };
+        let watermark = cp.delivered_up_to;
         match checkpoint::write(&self.path, &cp) {
             Ok(()) => self.written_watermark = watermark,
             // Not fatal: the next write may succeed; meanwhile a restart
@@ -190,8 +196,13 @@ impl KafkaSink {
         });
     }
 
-    pub async fn run(self, mut rx: mpsc::Receiver<Vec<Delivery>>) -> Result<SinkStats> {
+    pub async fn run(
+        self,
+        mut rx: mpsc::Receiver<Vec<Delivery>>,
+        acks: SharedAcks,
+    ) -> Result<SinkStats> {
         let mut books = Books {
+            acks,
             checkpoint: self
                 .checkpoint
                 .clone()
@@ -276,12 +287,11 @@ impl KafkaSink {
         match d.outcome {
             Outcome::Produce(records) if records.is_empty() => {
                 books.stats.dropped += 1;
-                books.acks.begin(&d.event_key, d.event_time, 0);
+                books.acks.lock().expect(d.seq, 0);
             }
             Outcome::Produce(records) => {
-                let seq = books
-                    .acks
-                    .begin(&d.event_key, d.event_time, records.len() as u32);
+                let seq = d.seq;
+                books.acks.lock().expect(seq, records.len() as u32);
                 for r in records {
                     self.enqueue(seq, &d.event_key, r, false, pending, books)
                         .await;
@@ -305,12 +315,12 @@ impl KafkaSink {
                             &error,
                         );
                         dead_letter::count(&transform, reason);
-                        let seq = books.acks.begin(&d.event_key, d.event_time, 1);
-                        self.enqueue(seq, &d.event_key, record, true, pending, books)
+                        books.acks.lock().expect(d.seq, 1);
+                        self.enqueue(d.seq, &d.event_key, record, true, pending, books)
                             .await;
                     }
                     _ => {
-                        books.acks.begin(&d.event_key, d.event_time, 0);
+                        books.acks.lock().expect(d.seq, 0);
                     }
                 }
             }
@@ -428,7 +438,7 @@ impl Books {
         match result {
             Ok((partition, offset)) => {
                 self.stats.produced += 1;
-                self.acks.settle(seq);
+                self.acks.lock().settle(seq);
                 match self.produced.get(&topic) {
                     Some(c) => {
                         c.inc();
@@ -477,8 +487,9 @@ impl Books {
                         dead_letter::count("kafka", "undeliverable");
                         // The dead letter takes the failed record's place
                         // among the event's records.
-                        self.acks.add(seq);
-                        self.acks.settle(seq);
+                        let mut acks = self.acks.lock();
+                        acks.add(seq);
+                        acks.settle(seq);
                         self.redirect.push((seq, event_key, letter));
                     }
                     _ => {
@@ -493,7 +504,7 @@ impl Books {
                                 " (no sink.kafka.dead_letter_topic: it is lost)"
                             }
                         );
-                        self.acks.settle(seq);
+                        self.acks.lock().settle(seq);
                     }
                 }
             }
@@ -509,7 +520,7 @@ impl Books {
     fn publish(&mut self, in_flight: usize) {
         let m = metrics::get();
         m.kafka_queue_depth.set(in_flight as i64);
-        m.set_delivered_up_to(self.acks.watermark());
+        m.set_delivered_up_to(self.acks.lock().resume_point());
         if let Some(cp) = &mut self.checkpoint {
             cp.maybe_write(&self.acks, false);
         }

@@ -6,6 +6,7 @@ mod kafka;
 mod kafka_log;
 mod stdout;
 
+pub use acks::SharedAcks;
 pub use kafka::KafkaSink;
 pub use stdout::{describe, StdoutSink};
 
@@ -16,11 +17,10 @@ use tokio::sync::mpsc;
 
 /// What the transform stage hands the sink for one event.
 pub struct Delivery {
+    /// The event's number in the delivery tracker.
+    pub seq: u64,
     /// The CVP event key, for log lines about this event.
     pub event_key: String,
-    /// When the event last changed (ns since the epoch): how far delivery
-    /// has got, for the checkpoint.
-    pub event_time: i64,
     /// The merged event as JSON, only for an event that goes to the
     /// dead-letter topic.
     pub event_json: Option<Vec<u8>>,
@@ -45,10 +45,14 @@ pub struct SinkStats {
 impl Sink {
     /// Consumes deliveries until the channel closes, then flushes. Returns
     /// an error when a transform whose policy is `stop` failed.
-    pub async fn run(self, rx: mpsc::Receiver<Vec<Delivery>>) -> Result<SinkStats> {
+    pub async fn run(
+        self,
+        rx: mpsc::Receiver<Vec<Delivery>>,
+        acks: SharedAcks,
+    ) -> Result<SinkStats> {
         match self {
-            Sink::Kafka(k) => k.run(rx).await,
-            Sink::Stdout(s) => s.run(rx).await,
+            Sink::Kafka(k) => k.run(rx, acks).await,
+            Sink::Stdout(s) => s.run(rx, acks).await,
         }
     }
 }

@@ -60,7 +60,7 @@ impl EventCache {
             Op::Updated => self.update(value),
             Op::Deleted => self.remove(value),
         };
-        Some(SourceEvent { event, op })
+        Some(SourceEvent { event, op, seq: 0 })
     }
 
     /// INITIAL: a fully specified event replaces what we had.

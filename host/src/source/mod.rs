@@ -12,6 +12,7 @@ use crate::config::{CvpConfig, Op};
 use crate::event::SourceEvent;
 use crate::metrics::{self, StreamState};
 use crate::progress;
+use crate::sink::SharedAcks;
 use anyhow::{anyhow, bail, Result};
 use auth::{error_chain, Credentials, LoginClient};
 use cvp_proto::event::event_service_client::EventServiceClient;
@@ -44,6 +45,9 @@ pub struct CvpSource {
     /// once per chunk rather than once per event.
     received: Received,
     resume: Resume,
+    /// Everything up to this time counts as delivered (the checkpoint or
+    /// the start of a backfill window).
+    floor: i64,
 }
 
 /// What the source knows about what was already delivered, to forward
@@ -234,11 +238,13 @@ impl CvpSource {
             max_backoff: cfg.max_backoff,
             received: Received::default(),
             resume: Resume::default(),
+            floor: 0,
         })
     }
 
     /// Where to resume from (see [`Resume`]).
     pub fn resume_from(&mut self, resume: Resume) {
+        self.floor = resume.after.unwrap_or(0);
         if let Some(after) = resume.after {
             tracing::info!(
                 "forwarding events that changed after {}",
@@ -257,7 +263,9 @@ impl CvpSource {
         tx: mpsc::Sender<Vec<SourceEvent>>,
         shutdown: CancellationToken,
         once: bool,
+        acks: SharedAcks,
     ) -> Result<()> {
+        acks.lock().set_floor(self.floor);
         let min_backoff = Duration::from_millis(500);
         let mut backoff = min_backoff;
         let mut first = true;
@@ -268,7 +276,7 @@ impl CvpSource {
             first = false;
             let started = Instant::now();
             let result = tokio::select! {
-                r = self.session(&tx, &shutdown) => r,
+                r = self.session(&tx, &shutdown, &acks) => r,
                 _ = shutdown.cancelled() => Ok(End::Shutdown),
             };
             metrics::get().set_stream_state(StreamState::disconnected);
@@ -323,6 +331,7 @@ impl CvpSource {
         &mut self,
         tx: &mpsc::Sender<Vec<SourceEvent>>,
         shutdown: &CancellationToken,
+        acks: &SharedAcks,
     ) -> Result<End> {
         let channel = self.connect().await?;
         let login = self.login.as_ref();
@@ -372,6 +381,14 @@ impl CvpSource {
                 }
             }
             self.received.flush();
+            if !batch.is_empty() {
+                // From here until Kafka has all its records, an event holds
+                // the checkpoint back.
+                let mut acks = acks.lock();
+                for ev in &mut batch {
+                    ev.seq = acks.register(ev.key(), ev.time());
+                }
+            }
             // Whatever arrived before a failure still goes on.
             if !batch.is_empty() && tx.send(batch).await.is_err() {
                 return Ok(End::Shutdown);
@@ -515,6 +532,7 @@ impl CvpSource {
                 let ev = SourceEvent {
                     event,
                     op: Op::Deleted,
+                    seq: 0,
                 };
                 self.received.count(&ev);
                 if self.forward.deleted {
