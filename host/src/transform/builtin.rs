@@ -2,7 +2,7 @@
 //! `path: builtin:NAME`, so the stock behaviour needs no `.wasm` on disk.
 
 /// The stock title-to-key transform, built from transforms/ by build.rs.
-const TITLE_TO_KEY: &[u8] =
+pub const TITLE_TO_KEY: &[u8] =
     include_bytes!(concat!(env!("CVP_STREAM_WASM_DIR"), "/title_to_key.wasm"));
 
 pub const PREFIX: &str = "builtin:";

@@ -4,6 +4,7 @@
 
 pub mod bindings;
 pub mod builtin;
+mod cache;
 mod convert;
 pub mod reload;
 pub mod runtime;

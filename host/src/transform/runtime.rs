@@ -22,6 +22,7 @@ const STDERR_TAIL: usize = 4096;
 pub struct Runtime {
     engine: Engine,
     linker: Linker<GuestState>,
+    cache: Option<super::cache::CompileCache>,
 }
 
 impl Runtime {
@@ -49,7 +50,11 @@ impl Runtime {
                 }
             })
             .context("cannot start the transform timer thread")?;
-        Ok(Runtime { engine, linker })
+        Ok(Runtime {
+            engine,
+            linker,
+            cache: super::cache::CompileCache::from_env(),
+        })
     }
 
     /// Reads, compiles and type-checks a transform. Every failure is one line
@@ -65,7 +70,11 @@ impl Runtime {
                 .map_err(|e| anyhow!("transform {name}: cannot read {path}: {e}"))?,
         };
         check_header(&bytes).map_err(|e| anyhow!("transform {name}: {path} {e}"))?;
-        let component = Component::new(&self.engine, &bytes).map_err(|e| {
+        let compiled = match &self.cache {
+            Some(cache) => cache.load(&self.engine, &bytes),
+            None => Component::new(&self.engine, &bytes),
+        };
+        let component = compiled.map_err(|e| {
             anyhow!(
                 "transform {name}: {path} is not a valid component: {}",
                 one_line(&e)
