@@ -498,3 +498,43 @@ async fn odd_events_from_cvp_pass_through() {
         "Intérêt dépassé — 東京 DC 🚨"
     );
 }
+
+/// SIGTERM while Kafka is away and the producer's queue is full: the host
+/// does not wait for a Kafka that may never come back. It stops within its
+/// flush timeout, and says that what it could not hand over is sent after
+/// the next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_with_kafka_away_and_the_queue_full_ends() {
+    let nobody = Broker::start();
+    let away = nobody.addr.clone();
+    drop(nobody); // the address now refuses connections
+    let (lines, _) = live_events(20_000, 0);
+    let sim = simulator(&lines).await;
+    let admin = format!("127.0.0.1:{}", free_port());
+    let yaml = format!(
+        "source:\n  cvp:\n    address: \"{}\"\n    token: tok-d\n    tls: {{ enabled: false }}\nsink:\n  kafka:\n    brokers: \"{away}\"\n    topic: t\n    max_queue_size: 1MiB\n    flush_timeout: 2s\nadmin:\n  listen: \"{admin}\"\n",
+        sim.local_addr()
+    );
+    let host = Host::run(&yaml, &[]);
+    // Full: records are held and no more are taken (the count stops).
+    let mut last = -1.0;
+    eventually(&host, "the producer queue to fill up", || {
+        let (_, text) = http_get(&admin, "/metrics");
+        let depth = metric(&text, "cvp_stream_kafka_queue_depth")?;
+        let steady = depth > 100.0 && depth == last;
+        last = depth;
+        steady.then_some(())
+    });
+    let started = std::time::Instant::now();
+    let (status, log) = host.stop();
+    assert!(status.success(), "exit {status}; log:\n{log}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        log.contains("shutting down while Kafka takes nothing"),
+        "{log}"
+    );
+}

@@ -124,7 +124,7 @@ impl Pipeline {
             })
             .map_err(|e| anyhow!("cannot start the transform thread: {e}"))?;
 
-        let sink_result = sink.run(out_rx, acks).await;
+        let sink_result = sink.run(out_rx, acks, shutdown.clone()).await;
         if sink_result.is_err() {
             // The sink stopped (a `stop` policy): stop reading from CVP too.
             shutdown.cancel();

@@ -65,6 +65,10 @@ struct Books {
     redirect: Vec<(u64, String, KafkaRecord)>,
     dead_letter_topic: Option<String>,
     checkpoint: Option<CheckpointWriter>,
+    /// Shutdown came while Kafka's queue was full (Kafka away): what was
+    /// not handed over stays undelivered, for the next start.
+    abandoned: bool,
+    shutdown: Option<CancellationToken>,
 }
 
 struct CheckpointWriter {
@@ -200,6 +204,7 @@ impl KafkaSink {
         self,
         mut rx: mpsc::Receiver<Vec<Delivery>>,
         acks: SharedAcks,
+        shutdown: CancellationToken,
     ) -> Result<SinkStats> {
         let mut books = Books {
             acks,
@@ -213,6 +218,7 @@ impl KafkaSink {
                     written_watermark: 0,
                 }),
             dead_letter_topic: self.dead_letter_topic.clone(),
+            shutdown: Some(shutdown),
             ..Books::default()
         };
         // The configured topics' series exist from the start, at 0.
@@ -244,9 +250,16 @@ impl KafkaSink {
                         let Some(batch) = batch else { return Ok(()) };
                         for d in batch {
                             self.deliver(d, &mut pending, &mut books).await?;
+                            if books.abandoned {
+                                break;
+                            }
                         }
                         self.redirect(&mut pending, &mut books).await;
                         books.publish(pending.len());
+                        if books.abandoned {
+                            tracing::warn!("shutting down while Kafka takes nothing (its queue is full): the events not handed over are sent after the next start, from the checkpoint");
+                            return Ok(());
+                        }
                     }
                 }
             }
@@ -295,6 +308,9 @@ impl KafkaSink {
                 for r in records {
                     self.enqueue(seq, &d.event_key, r, false, pending, books)
                         .await;
+                    if books.abandoned {
+                        break;
+                    }
                 }
             }
             Outcome::Failed {
@@ -331,6 +347,9 @@ impl KafkaSink {
     /// Sends the records that failed to the dead-letter topic.
     async fn redirect(&self, pending: &mut FuturesUnordered<Pending>, books: &mut Books) {
         while let Some((seq, event_key, record)) = books.redirect.pop() {
+            if books.abandoned {
+                return;
+            }
             self.enqueue(seq, &event_key, record, true, pending, books)
                 .await;
         }
@@ -393,10 +412,19 @@ impl KafkaSink {
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                     // librdkafka's queue is full: wait for a delivery to free
-                    // room. This is what stops us reading faster than Kafka takes.
-                    match pending.next().await {
-                        Some(done) => books.settle(done, pending.len()),
-                        None => tokio::time::sleep(Duration::from_millis(10)).await,
+                    // room. This is what stops us reading faster than Kafka
+                    // takes. With Kafka away that wait has no end, so a
+                    // shutdown must be able to cut it short.
+                    let stop = books.shutdown.clone().unwrap_or_default();
+                    tokio::select! {
+                        done = pending.next() => match done {
+                            Some(done) => books.settle(done, pending.len()),
+                            None => tokio::time::sleep(Duration::from_millis(10)).await,
+                        },
+                        _ = stop.cancelled() => {
+                            books.abandoned = true;
+                            return;
+                        }
                     }
                 }
                 Err((e, _)) => {

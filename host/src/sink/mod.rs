@@ -49,9 +49,10 @@ impl Sink {
         self,
         rx: mpsc::Receiver<Vec<Delivery>>,
         acks: SharedAcks,
+        shutdown: tokio_util::sync::CancellationToken,
     ) -> Result<SinkStats> {
         match self {
-            Sink::Kafka(k) => k.run(rx, acks).await,
+            Sink::Kafka(k) => k.run(rx, acks, shutdown).await,
             Sink::Stdout(s) => s.run(rx, acks).await,
         }
     }
