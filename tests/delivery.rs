@@ -8,7 +8,7 @@
 
 mod support;
 
-use cvp_simulator::{SimHandle, SimOptions, Simulator};
+use cvp_simulator::SimHandle;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use support::{eventually, free_port, http_get, metric, wasm, Broker, Host, Record};
@@ -65,18 +65,7 @@ fn live_events(n: usize, every: usize) -> (Vec<String>, i64) {
 }
 
 async fn simulator(lines: &[String]) -> SimHandle {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    Simulator::start(
-        SimOptions {
-            token: Some("tok-d".into()),
-            script: lines.iter().map(|l| parse(l)).collect(),
-            rate: 0.0,
-            ..SimOptions::default()
-        },
-        listener,
-    )
-    .await
-    .expect("simulator")
+    support::scripted_simulator("tok-d", lines.iter().map(|l| parse(l)).collect()).await
 }
 
 /// No transform (value = the event as JSON), UPDATED and DELETED.

@@ -5,7 +5,7 @@
 
 mod support;
 
-use cvp_simulator::{SimHandle, SimOptions, Simulator};
+use cvp_simulator::SimHandle;
 use std::path::Path;
 use support::{
     config, eventually, free_port, http_get, metric, repo_root, run_to_end, wasm, Broker, Host,
@@ -13,18 +13,11 @@ use support::{
 };
 
 async fn sample_simulator() -> SimHandle {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    Simulator::start(
-        SimOptions {
-            token: Some("tok-ops".into()),
-            script: cvp_simulator::load_jsonl(&support::sample_events()).unwrap(),
-            rate: 0.0,
-            ..SimOptions::default()
-        },
-        listener,
+    support::scripted_simulator(
+        "tok-ops",
+        cvp_simulator::load_jsonl(&support::sample_events()).unwrap(),
     )
     .await
-    .expect("simulator")
 }
 
 fn transform(name: &str, file: &str, extra: &str) -> String {
@@ -80,11 +73,14 @@ async fn metrics_count_what_the_simulator_sent() {
     );
 
     // The consumer saw the records; the host counts them when Kafka's
-    // acknowledgement reaches it, a moment later.
+    // acknowledgement reaches it, a moment later, and publishes its
+    // progress gauges on a timer.
     let text = eventually(&host, "3 acknowledged records in /metrics", || {
         let (status, body) = http_get(&admin, "/metrics");
         (status == 200
-            && metric(&body, "cvp_stream_records_produced_total{topic=\"ops\"}") == Some(3.0))
+            && metric(&body, "cvp_stream_records_produced_total{topic=\"ops\"}") == Some(3.0)
+            && metric(&body, "cvp_stream_kafka_queue_depth") == Some(0.0)
+            && metric(&body, "cvp_stream_last_delivered_event_timestamp_seconds") > Some(1.7e9))
         .then_some(body)
     });
     let m = |series: &str| metric(&text, series);

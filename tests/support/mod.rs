@@ -529,3 +529,23 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
+
+/// The simulator serving `script` (recording entries, sent as fast as the
+/// host reads) with a required `token`, plaintext, on a loopback port.
+pub async fn scripted_simulator(
+    token: &str,
+    script: Vec<cvp_proto::event::EventStreamResponse>,
+) -> cvp_simulator::SimHandle {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    cvp_simulator::Simulator::start(
+        cvp_simulator::SimOptions {
+            token: Some(token.into()),
+            script,
+            rate: 0.0,
+            ..cvp_simulator::SimOptions::default()
+        },
+        listener,
+    )
+    .await
+    .expect("simulator")
+}

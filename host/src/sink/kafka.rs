@@ -68,7 +68,7 @@ struct Books {
     /// Shutdown came while Kafka's queue was full (Kafka away): what was
     /// not handed over stays undelivered, for the next start.
     abandoned: bool,
-    shutdown: Option<CancellationToken>,
+    shutdown: CancellationToken,
 }
 
 struct CheckpointWriter {
@@ -218,7 +218,7 @@ impl KafkaSink {
                     written_watermark: 0,
                 }),
             dead_letter_topic: self.dead_letter_topic.clone(),
-            shutdown: Some(shutdown),
+            shutdown,
             ..Books::default()
         };
         // The configured topics' series exist from the start, at 0.
@@ -241,7 +241,7 @@ impl KafkaSink {
         let result: Result<()> = async {
             loop {
                 tokio::select! {
-                    _ = tick.tick() => books.publish(pending.len()),
+                    _ = tick.tick() => books.publish_progress(),
                     Some(done) = pending.next(), if !pending.is_empty() => {
                         books.settle(done, pending.len());
                         self.redirect(&mut pending, &mut books).await;
@@ -283,6 +283,7 @@ impl KafkaSink {
             );
         }
         books.publish(pending.len());
+        metrics::get().set_delivered_up_to(books.acks.lock().resume_point());
         if let Some(cp) = &mut books.checkpoint {
             cp.maybe_write(&books.acks, true);
         }
@@ -415,7 +416,7 @@ impl KafkaSink {
                     // room. This is what stops us reading faster than Kafka
                     // takes. With Kafka away that wait has no end, so a
                     // shutdown must be able to cut it short.
-                    let stop = books.shutdown.clone().unwrap_or_default();
+                    let stop = books.shutdown.clone();
                     tokio::select! {
                         done = pending.next() => match done {
                             Some(done) => books.settle(done, pending.len()),
@@ -544,11 +545,15 @@ impl Books {
         }
     }
 
-    /// Brings the gauges, and the checkpoint, up to date.
+    /// The queue-depth gauge: cheap, so per batch.
     fn publish(&mut self, in_flight: usize) {
-        let m = metrics::get();
-        m.kafka_queue_depth.set(in_flight as i64);
-        m.set_delivered_up_to(self.acks.lock().resume_point());
+        metrics::get().kafka_queue_depth.set(in_flight as i64);
+    }
+
+    /// The delivered-up-to gauge and the checkpoint: the resume point scans
+    /// the events in flight, so on the timer (and at the end), not per batch.
+    fn publish_progress(&mut self) {
+        metrics::get().set_delivered_up_to(self.acks.lock().resume_point());
         if let Some(cp) = &mut self.checkpoint {
             cp.maybe_write(&self.acks, false);
         }

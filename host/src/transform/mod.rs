@@ -76,25 +76,22 @@ impl Stage {
                 ("reason", reason),
             ]));
         }
-        let policy_family = match config.on_error {
-            OnError::Drop => Some(&m.events_dropped),
-            OnError::DeadLetter => Some(&m.events_dead_lettered),
-            OnError::Stop => None,
-        };
-        if let Some(family) = policy_family {
-            for reason in ["trap", "timeout", "memory", "contract", "error"] {
-                let _ = family.get_or_create(&metrics::labels([
+        match config.on_error {
+            OnError::Drop => {
+                let _ = m.events_dropped.get_or_create(&metrics::labels([
                     ("transform", &config.name),
-                    (
-                        "reason",
-                        if config.on_error == OnError::Drop {
-                            "error"
-                        } else {
-                            reason
-                        },
-                    ),
+                    ("reason", "error"),
                 ]));
             }
+            OnError::DeadLetter => {
+                for reason in ["trap", "timeout", "memory", "contract", "error"] {
+                    let _ = m.events_dead_lettered.get_or_create(&metrics::labels([
+                        ("transform", &config.name),
+                        ("reason", reason),
+                    ]));
+                }
+            }
+            OnError::Stop => {}
         }
         Ok(Stage {
             config: config.clone(),
