@@ -3,10 +3,13 @@
 
 use crate::config::Op;
 use cvp_proto::event::Event;
+use std::sync::Arc;
 
 #[derive(Debug, Clone)]
 pub struct SourceEvent {
-    pub event: Event,
+    /// Shared with the merge cache: a new event costs no copy, and an
+    /// update copies only while the previous version is still in flight.
+    pub event: Arc<Event>,
     pub op: Op,
     /// Its number in the delivery tracker (`sink/acks.rs`), given when the
     /// source emits it.

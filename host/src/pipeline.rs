@@ -104,6 +104,7 @@ impl Pipeline {
                         .map(|(ev, outcome)| Delivery {
                             seq: ev.seq,
                             event_key: ev.key().to_string(),
+                            changed_at: (ev.op != crate::config::Op::Deleted).then(|| ev.time()),
                             // Only an event bound for the dead-letter topic
                             // pays for this encoding.
                             event_json: matches!(

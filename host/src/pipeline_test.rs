@@ -41,7 +41,7 @@ fn event_of(case: &TestCase) -> Result<SourceEvent> {
     let resp = cvp_proto::json::parse_stream_response(&json)
         .map_err(|e| anyhow!("tests: {:?}: event: {e}", case.name))?;
     Ok(SourceEvent {
-        event: resp.value.unwrap_or_default(),
+        event: std::sync::Arc::new(resp.value.unwrap_or_default()),
         op: case.operation,
         seq: 0,
     })

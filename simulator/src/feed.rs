@@ -19,6 +19,8 @@ const FEED_BATCH: usize = 1024;
 pub(crate) enum Source {
     Script(std::vec::IntoIter<EventStreamResponse>),
     Generated(Generator),
+    /// Generated up front (`SimOptions::prepare`).
+    Prepared(std::vec::IntoIter<crate::state::Change>),
 }
 
 impl Source {
@@ -28,6 +30,9 @@ impl Source {
                 // Generate outside the lock; subscribers keep reading meanwhile.
                 let changes: Vec<_> = (0..n).map(|_| g.live()).collect();
                 hub.append(|inner| changes.into_iter().for_each(|c| inner.apply(c)));
+            }
+            Source::Prepared(changes) => {
+                hub.append(|inner| changes.by_ref().take(n).for_each(|c| inner.apply(c)))
             }
             // Script entries merge into the current state, so they are
             // resolved under the lock.
@@ -62,6 +67,7 @@ pub(crate) async fn run(
     let paced = rate > 0.0 && rate.is_finite();
     info!(total, rate, "live feed started");
     let start = Instant::now();
+    let _ = hub.live_started.set(start.into_std());
     let mut emitted = 0usize;
     while emitted < total {
         // Catch up with however many changes are due, so high rates do not

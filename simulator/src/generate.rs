@@ -82,6 +82,9 @@ pub(crate) struct Generator {
     now_ms: i64,
     alive: Vec<Alive>,
     partial_updates: bool,
+    /// Stamp changes with the wall clock instead of the simulated one, so a
+    /// receiver can measure how long an event took to reach it.
+    wall_clock: bool,
 }
 
 fn ts(ms: i64) -> Timestamp {
@@ -109,6 +112,27 @@ impl Generator {
             now_ms: 0,
             alive: Vec::new(),
             partial_updates,
+            wall_clock: false,
+        }
+    }
+
+    /// See [`crate::SimOptions::wall_clock`].
+    pub fn with_wall_clock(mut self, on: bool) -> Self {
+        self.wall_clock = on;
+        self
+    }
+
+    /// The time of the change being generated.
+    fn stamp(&self) -> Timestamp {
+        if !self.wall_clock {
+            return ts(self.now_ms);
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Timestamp {
+            seconds: now.as_secs() as i64,
+            nanos: now.subsec_nanos() as i32,
         }
     }
 
@@ -134,7 +158,7 @@ impl Generator {
 
     fn create(&mut self) -> Change {
         let template = *self.rng.pick(TEMPLATES);
-        let now = ts(self.now_ms);
+        let now = self.stamp();
         let key = EventKey {
             key: Some(format!("{:016x}", self.rng.next())),
             timestamp: Some(now),
@@ -256,7 +280,7 @@ impl Generator {
         let old = self.alive[i].event.clone();
         let mut data = old.data.clone().unwrap_or_default().data;
         let changed = self.roll_value(template, &mut data);
-        let now = ts(self.now_ms);
+        let now = self.stamp();
         let description = describe(template, &data);
         let mut full = (*old).clone();
         full.description = Some(description.clone());
@@ -285,7 +309,7 @@ impl Generator {
             key: gone.key.clone(),
             ..Default::default()
         });
-        change(Operation::Deleted, ts(self.now_ms), gone, Some(wire))
+        change(Operation::Deleted, self.stamp(), gone, Some(wire))
     }
 
     fn interface(&mut self) -> String {

@@ -34,6 +34,21 @@ use tonic::transport::Server;
 use tracing::{info, warn};
 
 pub use script::load_jsonl;
+
+/// `n` generated events in their full (merged) state, as the live feed would
+/// produce them: new events and changes to earlier ones. For benchmarks of
+/// the host's stages that need realistic events without a server.
+pub fn sample_events(n: usize, seed: u64) -> Vec<cvp_proto::event::Event> {
+    let mut g = Generator::new(seed, false);
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let c = g.live();
+        if c.op != Operation::Deleted {
+            out.push((*c.full).clone());
+        }
+    }
+    out
+}
 pub use stats::SimStats;
 pub use tls::{test_pki, TestPki, TlsIdentity};
 
@@ -72,6 +87,14 @@ pub struct SimOptions {
     /// Generated changes to existing events carry only the key and the
     /// changed fields, as real CVP may send.
     pub partial_updates: bool,
+    /// Generated changes carry the wall-clock time (last-updated time and
+    /// key timestamp) instead of simulated times from 2026-01-01, so a
+    /// receiver can measure latency from them (`cvp-stream bench`).
+    pub wall_clock: bool,
+    /// Generate the whole live feed before serving, so that while it plays
+    /// the simulator only sends (benchmarks measure the receiver, not the
+    /// generator). Ignored with `wall_clock`, whose times must be fresh.
+    pub prepare: bool,
 }
 
 impl Default for SimOptions {
@@ -86,6 +109,8 @@ impl Default for SimOptions {
             script: Vec::new(),
             seed: 1,
             partial_updates: true,
+            wall_clock: false,
+            prepare: false,
         }
     }
 }
@@ -100,12 +125,18 @@ impl Simulator {
         let local_addr = listener.local_addr()?;
         let mut inner = Inner::default();
         let (source, live_total) = if opts.script.is_empty() {
-            let mut g = Generator::new(opts.seed, opts.partial_updates);
+            let mut g =
+                Generator::new(opts.seed, opts.partial_updates).with_wall_clock(opts.wall_clock);
             for _ in 0..opts.initial {
                 inner.apply(g.initial());
             }
             let total = usize::try_from(opts.updates).context("too many updates")?;
-            (Source::Generated(g), total)
+            if opts.prepare && !opts.wall_clock {
+                let live: Vec<_> = (0..total).map(|_| g.live()).collect();
+                (Source::Prepared(live.into_iter()), total)
+            } else {
+                (Source::Generated(g), total)
+            }
         } else {
             for (i, e) in opts.script.iter().enumerate() {
                 script::check_entry(e).with_context(|| format!("script entry {}", i + 1))?;
@@ -210,6 +241,12 @@ impl SimHandle {
 
     pub fn stats(&self) -> SimStats {
         self.counters.snapshot()
+    }
+
+    /// When the live feed started emitting (after the first subscriber's
+    /// initial sync); `None` before. Benchmarks count from here.
+    pub fn live_started(&self) -> Option<std::time::Instant> {
+        self.hub.live_started.get().copied()
     }
 
     /// Resolves once every live change has been handed to at least one

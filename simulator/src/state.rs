@@ -144,6 +144,8 @@ pub(crate) struct Hub {
     pub reset: watch::Sender<u64>,
     /// While set, new Subscribe calls fail with UNAVAILABLE.
     pub refusing: std::sync::atomic::AtomicBool,
+    /// When the live feed started emitting.
+    pub live_started: std::sync::OnceLock<std::time::Instant>,
 }
 
 impl Hub {
@@ -158,6 +160,7 @@ impl Hub {
             delivered: watch::channel(live_start).0,
             reset: watch::channel(0).0,
             refusing: std::sync::atomic::AtomicBool::new(false),
+            live_started: std::sync::OnceLock::new(),
         }
     }
 

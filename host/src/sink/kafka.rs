@@ -39,6 +39,7 @@ struct Settled {
     event_key: String,
     topic: String,
     sent: Instant,
+    changed_at: Option<i64>,
     /// This record is itself a dead letter: if it fails, it is lost.
     dead_letter: bool,
     result: Result<(i32, i64), Undelivered>,
@@ -50,6 +51,24 @@ struct Undelivered {
     code: Option<RDKafkaErrorCode>,
     /// The record as it was (librdkafka hands it back with the error).
     record: Option<KafkaRecord>,
+}
+
+/// The event a record belongs to.
+struct Of<'a> {
+    seq: u64,
+    key: &'a str,
+    changed_at: Option<i64>,
+}
+
+impl<'a> Of<'a> {
+    /// A dead letter's latency is not the pipeline's: not measured.
+    fn dead_letter(seq: u64, key: &'a str) -> Of<'a> {
+        Of {
+            seq,
+            key,
+            changed_at: None,
+        }
+    }
 }
 
 type Pending = Pin<Box<dyn Future<Output = Settled> + Send>>;
@@ -69,6 +88,7 @@ struct Books {
     /// not handed over stays undelivered, for the next start.
     abandoned: bool,
     shutdown: CancellationToken,
+    latency: Option<super::LatencyLog>,
 }
 
 struct CheckpointWriter {
@@ -112,6 +132,7 @@ pub struct KafkaSink {
     dead_letter_topic: Option<String>,
     checkpoint: Option<(PathBuf, Duration)>,
     topic: String,
+    latency: Option<super::LatencyLog>,
 }
 
 impl KafkaSink {
@@ -146,12 +167,19 @@ impl KafkaSink {
             dead_letter_topic: cfg.dead_letter_topic.clone(),
             checkpoint: None,
             topic: cfg.topic.clone(),
+            latency: None,
         })
     }
 
     /// Keep progress in this file (see `checkpoint.rs`).
     pub fn with_checkpoint(mut self, cfg: Option<&CheckpointConfig>) -> KafkaSink {
         self.checkpoint = cfg.map(|c| (c.path.clone(), c.interval));
+        self
+    }
+
+    /// Log each record's latency here (see [`super::LatencyLog`]).
+    pub fn with_latency_log(mut self, log: super::LatencyLog) -> KafkaSink {
+        self.latency = Some(log);
         self
     }
 
@@ -219,6 +247,7 @@ impl KafkaSink {
                 }),
             dead_letter_topic: self.dead_letter_topic.clone(),
             shutdown,
+            latency: self.latency.clone(),
             ..Books::default()
         };
         // The configured topics' series exist from the start, at 0.
@@ -307,8 +336,18 @@ impl KafkaSink {
                 let seq = d.seq;
                 books.acks.lock().expect(seq, records.len() as u32);
                 for r in records {
-                    self.enqueue(seq, &d.event_key, r, false, pending, books)
-                        .await;
+                    self.enqueue(
+                        Of {
+                            seq,
+                            key: &d.event_key,
+                            changed_at: d.changed_at,
+                        },
+                        r,
+                        false,
+                        pending,
+                        books,
+                    )
+                    .await;
                     if books.abandoned {
                         break;
                     }
@@ -333,8 +372,14 @@ impl KafkaSink {
                         );
                         dead_letter::count(&transform, reason);
                         books.acks.lock().expect(d.seq, 1);
-                        self.enqueue(d.seq, &d.event_key, record, true, pending, books)
-                            .await;
+                        self.enqueue(
+                            Of::dead_letter(d.seq, &d.event_key),
+                            record,
+                            true,
+                            pending,
+                            books,
+                        )
+                        .await;
                     }
                     _ => {
                         books.acks.lock().expect(d.seq, 0);
@@ -351,20 +396,30 @@ impl KafkaSink {
             if books.abandoned {
                 return;
             }
-            self.enqueue(seq, &event_key, record, true, pending, books)
-                .await;
+            self.enqueue(
+                Of::dead_letter(seq, &event_key),
+                record,
+                true,
+                pending,
+                books,
+            )
+            .await;
         }
     }
 
     async fn enqueue(
         &self,
-        seq: u64,
-        event_key: &str,
+        of: Of<'_>,
         r: KafkaRecord,
         dead_letter: bool,
         pending: &mut FuturesUnordered<Pending>,
         books: &mut Books,
     ) {
+        let Of {
+            seq,
+            key: event_key,
+            changed_at,
+        } = of;
         let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
         for h in &r.headers {
             headers = headers.insert(Header {
@@ -405,6 +460,7 @@ impl KafkaSink {
                             event_key,
                             topic,
                             sent,
+                            changed_at,
                             dead_letter,
                             result,
                         }
@@ -436,6 +492,7 @@ impl KafkaSink {
                         event_key: event_key.to_string(),
                         topic: r.topic.clone(),
                         sent: Instant::now(),
+                        changed_at,
                         dead_letter,
                         result: Err(Undelivered {
                             code: e.rdkafka_error_code(),
@@ -462,11 +519,19 @@ impl Books {
             topic,
             dead_letter,
             result,
+            changed_at,
             ..
         } = done;
         match result {
             Ok((partition, offset)) => {
                 self.stats.produced += 1;
+                self.stats.last_ack = Some(Instant::now());
+                if let (Some(log), Some(at)) = (&self.latency, changed_at) {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos() as i64);
+                    log.lock().unwrap_or_else(|p| p.into_inner()).push(now - at);
+                }
                 self.acks.lock().settle(seq);
                 match self.produced.get(&topic) {
                     Some(c) => {

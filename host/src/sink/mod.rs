@@ -24,6 +24,10 @@ pub struct Delivery {
     /// The merged event as JSON, only for an event that goes to the
     /// dead-letter topic.
     pub event_json: Option<Vec<u8>>,
+    /// When the change happened at CVP (ns since the epoch), for latency
+    /// measurement; `None` for a deletion, whose merged event carries the
+    /// time of its last state, not of the deletion.
+    pub changed_at: Option<i64>,
     pub outcome: Outcome,
 }
 
@@ -40,7 +44,14 @@ pub struct SinkStats {
     pub dropped: u64,
     pub failed_transform: u64,
     pub failed_delivery: u64,
+    /// When the last record was acknowledged (benchmarks end their clock here).
+    pub last_ack: Option<std::time::Instant>,
 }
+
+/// Per acknowledged record, ns from the change at CVP to Kafka's
+/// acknowledgement: exact samples for `cvp-stream bench` (the metrics'
+/// histogram buckets are too coarse for percentiles).
+pub type LatencyLog = std::sync::Arc<std::sync::Mutex<Vec<i64>>>;
 
 impl Sink {
     /// Consumes deliveries until the channel closes, then flushes. Returns

@@ -9,12 +9,13 @@ use cvp_proto::merge::merge_event as merge;
 use cvp_proto::Operation;
 use lru::LruCache;
 use std::num::NonZeroUsize;
+use std::sync::Arc;
 
 /// An event's identity: `key.key` and `key.timestamp`.
 pub type Id = (String, i64, i32);
 
 pub struct EventCache {
-    events: LruCache<Id, Event>,
+    events: LruCache<Id, Arc<Event>>,
 }
 
 pub fn id(ev: &Event) -> Id {
@@ -64,35 +65,41 @@ impl EventCache {
     }
 
     /// INITIAL: a fully specified event replaces what we had.
-    fn put(&mut self, ev: Event) -> Event {
+    fn put(&mut self, ev: Event) -> Arc<Event> {
+        let ev = Arc::new(ev);
         self.events.put(id(&ev), ev.clone());
         ev
     }
 
     /// UPDATED: merge into the cached event and return the merged whole.
-    fn update(&mut self, diff: Event) -> Event {
+    fn update(&mut self, diff: Event) -> Arc<Event> {
         let id = id(&diff);
         match self.events.get_mut(&id) {
             Some(full) => {
-                merge(full, diff);
+                // Copies the event only if its previous version is still
+                // on its way to Kafka.
+                merge(Arc::make_mut(full), diff);
                 full.clone()
             }
             None => {
-                self.events.put(id, diff.clone());
-                diff
+                let ev = Arc::new(diff);
+                self.events.put(id, ev.clone());
+                ev
             }
         }
     }
 
     /// When the cached version of `ev`'s event last changed, if cached.
     pub fn cached_time(&self, ev: &Event) -> Option<i64> {
-        self.events.peek(&id(ev)).map(crate::event::event_time)
+        self.events
+            .peek(&id(ev))
+            .map(|e| crate::event::event_time(e))
     }
 
     /// Forgets every event not in `seen` and returns them: events CVP
     /// deleted while we were not connected (they are missing from its new
     /// initial state).
-    pub fn retain_seen(&mut self, seen: &std::collections::HashSet<Id>) -> Vec<Event> {
+    pub fn retain_seen(&mut self, seen: &std::collections::HashSet<Id>) -> Vec<Arc<Event>> {
         let gone: Vec<Id> = self
             .events
             .iter()
@@ -105,9 +112,9 @@ impl EventCache {
 
     /// DELETED: forget the event, returning the last state we knew (or the
     /// bare key, if it was never seen or was evicted).
-    fn remove(&mut self, key_only: Event) -> Event {
+    fn remove(&mut self, key_only: Event) -> Arc<Event> {
         let mut last = self.events.pop(&id(&key_only)).unwrap_or_default();
-        merge(&mut last, key_only);
+        merge(Arc::make_mut(&mut last), key_only);
         last
     }
 }

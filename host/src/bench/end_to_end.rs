@@ -1,0 +1,221 @@
+//! The whole pipeline, in this process: the built-in simulator serving on
+//! loopback, the source, the transform chain and the Kafka sink, exactly as
+//! `run` wires them.
+
+use crate::config::{Config, SeedArgs};
+use crate::pipeline::Pipeline;
+use crate::sink::{KafkaSink, LatencyLog, Sink, SinkStats};
+use anyhow::{anyhow, bail, Context, Result};
+use cvp_simulator::{SimOptions, Simulator};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub enum Kafka {
+    /// librdkafka's mock cluster, in this process: what the host costs,
+    /// without a broker's.
+    Mock,
+    /// A real broker (tansu in `scripts/bench`).
+    Broker(String),
+}
+
+impl Kafka {
+    pub fn describe(&self) -> String {
+        match self {
+            Kafka::Mock => "mock cluster".into(),
+            Kafka::Broker(b) => format!("broker {b}"),
+        }
+    }
+
+    fn yaml(&self, topic: &str) -> String {
+        match self {
+            Kafka::Mock => format!(
+                "{{ brokers: \"mock:9092\", topic: {topic:?}, properties: {{ test.mock.num.brokers: \"1\" }} }}"
+            ),
+            Kafka::Broker(b) => format!("{{ brokers: {b:?}, topic: {topic:?} }}"),
+        }
+    }
+}
+
+/// A transform chain to measure.
+pub struct Scenario {
+    pub name: &'static str,
+    /// YAML list entries.
+    transforms: Vec<String>,
+}
+
+/// The example components build.rs builds next to the stock one.
+fn example(file: &str) -> String {
+    format!("{}/{file}", env!("CVP_STREAM_WASM_DIR"))
+}
+
+impl Scenario {
+    pub fn all() -> Vec<Scenario> {
+        vec![
+            Scenario {
+                name: "none",
+                transforms: vec![],
+            },
+            Scenario::stock(),
+            Scenario {
+                name: "severity-filter, title-to-key, route-by-type",
+                transforms: vec![
+                    // Keeps every generated event (none is below info), so
+                    // all three do their full work on each.
+                    format!(
+                        "{{ name: severity-filter, path: {:?}, config: {{ min_severity: info }} }}",
+                        example("severity_filter.wasm")
+                    ),
+                    "{ name: title-to-key, path: \"builtin:title-to-key\" }".into(),
+                    format!(
+                        "{{ name: route-by-type, path: {:?} }}",
+                        example("route_by_type.wasm")
+                    ),
+                ],
+            },
+        ]
+    }
+
+    pub fn stock() -> Scenario {
+        Scenario {
+            name: "title-to-key",
+            transforms: vec!["{ name: title-to-key, path: \"builtin:title-to-key\" }".into()],
+        }
+    }
+}
+
+pub struct Throughput {
+    pub events: u64,
+    pub records: u64,
+    pub seconds: f64,
+}
+
+/// `events` live events as fast as the simulator can send them.
+pub async fn throughput(
+    kafka: &Kafka,
+    scenario: &Scenario,
+    events: u64,
+    topic: &str,
+) -> Result<Throughput> {
+    let (stats, started) = pipeline(kafka, scenario, events, 0.0, topic, None).await?;
+    let last = stats
+        .last_ack
+        .ok_or_else(|| anyhow!("no record was acknowledged"))?;
+    Ok(Throughput {
+        events: stats.events,
+        records: stats.produced,
+        seconds: last.duration_since(started).as_secs_f64(),
+    })
+}
+
+pub struct Latency {
+    pub samples: usize,
+    pub p50: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+/// Samples from the first second are left out: they include the producer
+/// learning the topic's partitions.
+pub async fn latency(kafka: &Kafka, rate: f64, seconds: f64, topic: &str) -> Result<Latency> {
+    let events = (rate * seconds) as u64;
+    let log = LatencyLog::default();
+    pipeline(
+        kafka,
+        &Scenario::stock(),
+        events,
+        rate,
+        topic,
+        Some(log.clone()),
+    )
+    .await?;
+    let mut ns = std::mem::take(&mut *log.lock().unwrap_or_else(|p| p.into_inner()));
+    let warm_up = (rate as usize).min(ns.len() / 2);
+    let mut ns = ns.split_off(warm_up);
+    if ns.is_empty() {
+        bail!("no latency samples");
+    }
+    ns.sort_unstable();
+    let at = |q: f64| ns[((ns.len() - 1) as f64 * q).round() as usize] as f64 / 1e6;
+    Ok(Latency {
+        samples: ns.len(),
+        p50: at(0.5),
+        p99: at(0.99),
+        p999: at(0.999),
+        max: at(1.0),
+    })
+}
+
+/// Runs the pipeline until the simulator has sent `events` live events and
+/// every record is settled. Returns the sink's stats and when the live feed
+/// started.
+async fn pipeline(
+    kafka: &Kafka,
+    scenario: &Scenario,
+    events: u64,
+    rate: f64,
+    topic: &str,
+    latency: Option<LatencyLog>,
+) -> Result<(SinkStats, Instant)> {
+    let token = format!("bench-{:016x}", rand::random::<u64>());
+    let opts = SimOptions {
+        token: Some(token.clone()),
+        initial: 0,
+        updates: events,
+        rate,
+        wall_clock: latency.is_some(),
+        prepare: true,
+        ..SimOptions::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("cannot open a loopback port")?;
+    let sim = Simulator::start(opts, listener).await?;
+    let addr = sim.local_addr();
+    let transforms = if scenario.transforms.is_empty() {
+        " []".to_string()
+    } else {
+        scenario
+            .transforms
+            .iter()
+            .map(|t| format!("\n  - {t}"))
+            .collect()
+    };
+    // Deletions make records too, so every event is one record.
+    let yaml = format!(
+        "source: {{ cvp: {{ address: \"{addr}\", token: \"{token}\", tls: {{ enabled: false }}, operations: [updated, deleted] }} }}\nsink: {{ kafka: {} }}\ntransforms:{transforms}\n",
+        kafka.yaml(topic)
+    );
+    let config = Arc::new(Config::parse(&yaml, &SeedArgs::default())?);
+    let mut sink = KafkaSink::new(&config.sink.kafka)?;
+    if let Some(log) = latency {
+        sink = sink.with_latency_log(log);
+    }
+    sink.probe(topic).await;
+    let pipeline = Pipeline::build_off_runtime(config, Sink::Kafka(sink)).await?;
+
+    // Once every live event is on the wire, end the stream: the pipeline
+    // then drains, and returns when Kafka has acknowledged everything.
+    let shutdown = CancellationToken::new();
+    let sim_task = tokio::spawn(async move {
+        sim.wait_live_done().await;
+        let started = sim.live_started();
+        sim.shutdown().await;
+        started
+    });
+    let stats = pipeline.run(shutdown, true).await?;
+    let started = sim_task
+        .await
+        .map_err(|e| anyhow!("simulator task: {e}"))?
+        .ok_or_else(|| anyhow!("the simulator's live feed never started"))?;
+    if stats.events != events || stats.failed_delivery > 0 || stats.failed_transform > 0 {
+        bail!(
+            "the run lost events: {events} sent, {} received, {} delivery and {} transform failures",
+            stats.events,
+            stats.failed_delivery,
+            stats.failed_transform
+        );
+    }
+    Ok((stats, started))
+}

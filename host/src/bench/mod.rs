@@ -1,0 +1,97 @@
+//! `cvp-stream bench`: measures this machine, in one run, so that the
+//! ratios between the numbers hold even where absolute speed is noisy.
+//!
+//! - `end_to_end`: the built-in simulator as fast as it can go, through the
+//!   whole pipeline, into librdkafka's in-process mock cluster (the host
+//!   alone) and into a real broker (`--brokers`); and latency at a fixed rate.
+//! - `stage`: the transform stage alone, WebAssembly against the same
+//!   transform compiled into this binary.
+//! - `startup`: from process start to ready, with a cold and a warm
+//!   compilation cache.
+//!
+//! Peak memory under a burst needs a process of its own:
+//! `scripts/measure-memory`, which `scripts/bench` runs after this.
+
+mod end_to_end;
+mod stage;
+mod startup;
+
+use crate::cli::BenchArgs;
+use anyhow::Result;
+use end_to_end::{Kafka, Scenario};
+
+pub async fn run(args: BenchArgs) -> Result<()> {
+    let mut kafkas = vec![Kafka::Mock];
+    if let Some(b) = &args.brokers {
+        kafkas.push(Kafka::Broker(b.clone()));
+    }
+    println!(
+        "# cvp-stream bench ({} events per throughput run; {} cores)\n",
+        args.events,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+
+    if args.wants("stage") {
+        println!("## Transform stage per event (no network)\n");
+        stage::report(args.stage_events)?;
+        println!();
+    }
+
+    if args.wants("throughput") {
+        println!("## End to end: first event sent to last record acknowledged\n");
+        println!(
+            "| Kafka | transforms | events | records | seconds | events/s | vs no transform |"
+        );
+        println!("| --- | --- | ---: | ---: | ---: | ---: | ---: |");
+        for kafka in &kafkas {
+            let mut baseline = None;
+            for scenario in Scenario::all() {
+                let r = end_to_end::throughput(kafka, &scenario, args.events, &args.topic).await?;
+                let rate = r.events as f64 / r.seconds;
+                let base = *baseline.get_or_insert(rate);
+                println!(
+                    "| {} | {} | {} | {} | {:.3} | {:.0} | {:.2}x |",
+                    kafka.describe(),
+                    scenario.name,
+                    r.events,
+                    r.records,
+                    r.seconds,
+                    rate,
+                    base / rate
+                );
+            }
+        }
+        println!();
+    }
+
+    if args.wants("latency") {
+        println!(
+            "## Latency at {} events/s for {} s, stock title-to-key: CVP change to Kafka acknowledgement\n",
+            args.latency_rate, args.latency_seconds
+        );
+        println!("| Kafka | samples | p50 (ms) | p99 (ms) | p99.9 (ms) | max (ms) |");
+        println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+        for kafka in &kafkas {
+            let l =
+                end_to_end::latency(kafka, args.latency_rate, args.latency_seconds, &args.topic)
+                    .await?;
+            println!(
+                "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                kafka.describe(),
+                l.samples,
+                l.p50,
+                l.p99,
+                l.p999,
+                l.max
+            );
+        }
+        println!();
+    }
+
+    if args.wants("startup") {
+        println!("## Start-up: process start to /ready\n");
+        startup::report().await?;
+        println!();
+    }
+    Ok(())
+}

@@ -1,0 +1,111 @@
+//! The transform stage alone, on generated events already in memory: what
+//! crossing into WebAssembly costs against the same transform compiled
+//! into this binary.
+
+use crate::config::{Config, Op, SeedArgs};
+use crate::event::SourceEvent;
+use crate::transform::bindings::KafkaRecord;
+use crate::transform::{Chain, Outcome};
+use anyhow::{bail, Result};
+use std::hint::black_box;
+use std::time::Instant;
+
+/// As `run` hands batches to the chain (pipeline.batch_size).
+const BATCH: usize = 256;
+const TOPIC: &str = "cvp-events";
+
+/// The stock transform's logic (transforms/title-to-key), natively: the
+/// floor for any implementation of it.
+fn native_title_to_key(ev: &SourceEvent) -> KafkaRecord {
+    KafkaRecord {
+        topic: TOPIC.to_string(),
+        key: Some(ev.event.title.clone().unwrap_or_default().into_bytes()),
+        value: Some(
+            ev.event
+                .description
+                .clone()
+                .unwrap_or_default()
+                .into_bytes(),
+        ),
+        headers: Vec::new(),
+    }
+}
+
+fn same(a: &KafkaRecord, b: &KafkaRecord) -> bool {
+    a.topic == b.topic && a.key == b.key && a.value == b.value && a.headers.is_empty()
+}
+
+fn chain(transforms: &str) -> Result<Chain> {
+    let yaml = format!(
+        "source: {{ cvp: {{ address: \"127.0.0.1:1\", tls: {{ enabled: false }} }} }}\nsink: {{ kafka: {{ brokers: \"unused:9092\", topic: {TOPIC} }} }}\ntransforms: {transforms}\n"
+    );
+    Chain::load(&Config::parse(&yaml, &SeedArgs::default())?)
+}
+
+/// ns per event of `f` over every batch, best of three passes (the first
+/// also warms caches and the guest's heap).
+fn per_event(events: &[SourceEvent], mut f: impl FnMut(&[SourceEvent]) -> usize) -> f64 {
+    let mut best = f64::MAX;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let mut records = 0;
+        for batch in events.chunks(BATCH) {
+            records += f(black_box(batch));
+        }
+        black_box(records);
+        best = best.min(t.elapsed().as_nanos() as f64 / events.len() as f64);
+    }
+    best
+}
+
+fn produced(outcomes: Vec<Outcome>) -> usize {
+    outcomes
+        .into_iter()
+        .map(|o| match o {
+            Outcome::Produce(r) => r.len(),
+            Outcome::Failed { error, .. } => panic!("bench transform failed: {error}"),
+        })
+        .sum()
+}
+
+pub fn report(n: usize) -> Result<()> {
+    let events: Vec<SourceEvent> = cvp_simulator::sample_events(n, 7)
+        .into_iter()
+        .enumerate()
+        .map(|(i, event)| SourceEvent {
+            event: std::sync::Arc::new(event),
+            op: Op::Updated,
+            seq: i as u64,
+        })
+        .collect();
+    let mut none = chain("[]")?;
+    let mut wasm = chain("[{ name: title-to-key, path: \"builtin:title-to-key\" }]")?;
+    // Same records either way.
+    let check: Vec<_> = events[..BATCH.min(n)].to_vec();
+    for (o, ev) in wasm.process(&check).into_iter().zip(&check) {
+        match o {
+            Outcome::Produce(r) if r.len() == 1 && same(&r[0], &native_title_to_key(ev)) => {}
+            other => bail!("WebAssembly and native title-to-key differ: {other:?}"),
+        }
+    }
+
+    let native = per_event(&events, |b| {
+        b.iter().map(native_title_to_key).map(|_| 1).sum()
+    });
+    let default_record = per_event(&events, |b| produced(none.process(b)));
+    let stage = per_event(&events, |b| produced(wasm.process(b)));
+    println!("{n} generated events, batches of {BATCH}, best of 3 passes.\n");
+    println!("| stage | ns per event | vs native |");
+    println!("| --- | ---: | ---: |");
+    for (name, ns) in [
+        ("native title-to-key, compiled in (the limit)", native),
+        (
+            "no transform: the default record (event as JSON)",
+            default_record,
+        ),
+        ("WebAssembly title-to-key (the whole stage)", stage),
+    ] {
+        println!("| {name} | {ns:.0} | {:.2}x |", ns / native);
+    }
+    Ok(())
+}
