@@ -55,8 +55,11 @@ pub enum Command {
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// Live events per throughput run.
-    #[arg(long, default_value_t = 200_000)]
+    #[arg(long, default_value_t = 500_000)]
     pub events: u64,
+    /// Throughput runs per scenario; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
     /// Also measure against this real Kafka cluster (the topic must exist).
     #[arg(long)]
     pub brokers: Option<String>,

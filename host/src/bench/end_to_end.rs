@@ -45,7 +45,7 @@ pub struct Scenario {
 }
 
 /// The example components build.rs builds next to the stock one.
-fn example(file: &str) -> String {
+pub fn example(file: &str) -> String {
     format!("{}/{file}", env!("CVP_STREAM_WASM_DIR"))
 }
 
@@ -88,6 +88,9 @@ pub struct Throughput {
     pub events: u64,
     pub records: u64,
     pub seconds: f64,
+    /// CPU time of the whole process (simulator included) over the run's
+    /// wall time: how many of the cores it kept busy.
+    pub cores: f64,
 }
 
 /// `events` live events as fast as the simulator can send them.
@@ -97,7 +100,7 @@ pub async fn throughput(
     events: u64,
     topic: &str,
 ) -> Result<Throughput> {
-    let (stats, started) = pipeline(kafka, scenario, events, 0.0, topic, None).await?;
+    let (stats, started, cores) = pipeline(kafka, scenario, events, 0.0, topic, None).await?;
     let last = stats
         .last_ack
         .ok_or_else(|| anyhow!("no record was acknowledged"))?;
@@ -105,7 +108,30 @@ pub async fn throughput(
         events: stats.events,
         records: stats.produced,
         seconds: last.duration_since(started).as_secs_f64(),
+        cores,
     })
+}
+
+/// CPU seconds this process has used (user + system), from /proc; 0
+/// where that cannot be read.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13
+    // after the name; in clock ticks of 1/100 s on Linux.
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 pub struct Latency {
@@ -157,7 +183,7 @@ async fn pipeline(
     rate: f64,
     topic: &str,
     latency: Option<LatencyLog>,
-) -> Result<(SinkStats, Instant)> {
+) -> Result<(SinkStats, Instant, f64)> {
     let token = format!("bench-{:016x}", rand::random::<u64>());
     let opts = SimOptions {
         token: Some(token.clone()),
@@ -204,7 +230,9 @@ async fn pipeline(
         sim.shutdown().await;
         started
     });
+    let (cpu, wall) = (cpu_seconds(), Instant::now());
     let stats = pipeline.run(shutdown, true).await?;
+    let cores = (cpu_seconds() - cpu) / wall.elapsed().as_secs_f64();
     let started = sim_task
         .await
         .map_err(|e| anyhow!("simulator task: {e}"))?
@@ -217,5 +245,5 @@ async fn pipeline(
             stats.failed_transform
         );
     }
-    Ok((stats, started))
+    Ok((stats, started, cores))
 }

@@ -4,7 +4,7 @@
 
 use crate::config::{Config, Op, SeedArgs};
 use crate::event::SourceEvent;
-use crate::transform::bindings::KafkaRecord;
+use crate::transform::bindings::{Input, KafkaRecord};
 use crate::transform::{Chain, Outcome};
 use anyhow::{bail, Result};
 use std::hint::black_box;
@@ -13,6 +13,20 @@ use std::time::Instant;
 /// As `run` hands batches to the chain (pipeline.batch_size).
 const BATCH: usize = 256;
 const TOPIC: &str = "cvp-events";
+
+/// The same, natively, behind the same contract as a component: it gets
+/// the WIT input the host builds (the event converted, the default record)
+/// and returns a record. What a transform linked into the host would cost.
+fn native_behind_contract(chain: &Chain, ev: &SourceEvent) -> KafkaRecord {
+    let input = Input {
+        event: crate::transform::convert::to_wit(ev),
+        record: chain.default_record(ev),
+    };
+    let Input { event, mut record } = black_box(input);
+    record.key = Some(event.title.into_bytes());
+    record.value = Some(event.description.into_bytes());
+    record
+}
 
 /// The stock transform's logic (transforms/title-to-key), natively: the
 /// floor for any implementation of it.
@@ -92,20 +106,44 @@ pub fn report(n: usize) -> Result<()> {
     let native = per_event(&events, |b| {
         b.iter().map(native_title_to_key).map(|_| 1).sum()
     });
+    let mut three = chain(&format!(
+        "[{{ name: severity-filter, path: {:?}, config: {{ min_severity: info }} }}, {{ name: title-to-key, path: \"builtin:title-to-key\" }}, {{ name: route-by-type, path: {:?} }}]",
+        super::end_to_end::example("severity_filter.wasm"),
+        super::end_to_end::example("route_by_type.wasm"),
+    ))?;
+    let contract = per_event(&events, |b| {
+        b.iter()
+            .map(|ev| native_behind_contract(&wasm, ev))
+            .map(|_| 1)
+            .sum()
+    });
     let default_record = per_event(&events, |b| produced(none.process(b)));
     let stage = per_event(&events, |b| produced(wasm.process(b)));
+    let stage3 = per_event(&events, |b| produced(three.process(b)));
     println!("{n} generated events, batches of {BATCH}, best of 3 passes.\n");
-    println!("| stage | ns per event | vs native |");
-    println!("| --- | ---: | ---: |");
+    println!("| stage | ns per event | vs native | vs native behind the contract |");
+    println!("| --- | ---: | ---: | ---: |");
     for (name, ns) in [
         ("native title-to-key, compiled in (the limit)", native),
         (
             "no transform: the default record (event as JSON)",
             default_record,
         ),
+        (
+            "native title-to-key behind the WIT contract (input built, no JSON value)",
+            contract,
+        ),
         ("WebAssembly title-to-key (the whole stage)", stage),
+        (
+            "WebAssembly severity-filter, title-to-key, route-by-type",
+            stage3,
+        ),
     ] {
-        println!("| {name} | {ns:.0} | {:.2}x |", ns / native);
+        println!(
+            "| {name} | {ns:.0} | {:.2}x | {:.2}x |",
+            ns / native,
+            ns / contract
+        );
     }
     Ok(())
 }

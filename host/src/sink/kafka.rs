@@ -149,7 +149,7 @@ impl KafkaSink {
                 "queue.buffering.max.kbytes",
                 (cfg.max_queue_size / 1024).max(1).to_string(),
             )
-            .set("linger.ms", "5")
+            .set("linger.ms", "1")
             .set("compression.type", "lz4")
             .set("client.id", "cvp-stream");
         for (k, v) in &cfg.properties {

@@ -30,6 +30,10 @@ use tonic::{Code, Status};
 /// Huge `data` maps must not break decoding (tonic's default is 4 MiB).
 const MAX_MESSAGE: usize = 64 << 20;
 
+/// HTTP/2 flow-control window for the event stream: about 4,000 events
+/// may be on their way before CVP waits for us.
+const STREAM_WINDOW: u32 = 2 << 20;
+
 pub struct CvpSource {
     target: Target,
     tls: Option<(rustls::ClientConfig, rustls::pki_types::ServerName<'static>)>,
@@ -418,6 +422,10 @@ impl CvpSource {
         let endpoint = endpoint
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true)
+            // HTTP/2's default 64 KiB windows make a burst (an initial sync,
+            // a backfill) stop for a window update every ~100 events.
+            .initial_stream_window_size(Some(STREAM_WINDOW))
+            .initial_connection_window_size(Some(STREAM_WINDOW))
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(20))
             .keep_alive_while_idle(true);

@@ -19,3 +19,9 @@ pub fn lookup(path: &std::path::Path) -> Option<Result<&'static [u8], String>> {
         )),
     })
 }
+
+/// Built-ins that replace the incoming record's value without reading it,
+/// so the host need not encode one for them (`pipeline.default_value: auto`).
+pub fn sets_own_value(path: &std::path::Path) -> bool {
+    path.to_str() == Some(TITLE_TO_KEY_PATH)
+}

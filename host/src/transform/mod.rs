@@ -5,11 +5,11 @@
 pub mod bindings;
 pub mod builtin;
 mod cache;
-mod convert;
+pub mod convert;
 pub mod reload;
 pub mod runtime;
 
-use crate::config::{Config, OnError, TransformConfig};
+use crate::config::{Config, DefaultValue, OnError, TransformConfig};
 use crate::event::SourceEvent;
 use crate::metrics;
 use anyhow::Result;
@@ -43,6 +43,9 @@ pub enum Outcome {
 
 pub struct Chain {
     topic: String,
+    /// Whether the default record carries the event as JSON
+    /// (`pipeline.default_value`).
+    json_value: bool,
     stages: Vec<Stage>,
     /// Kept for reloads; `None` when there are no transforms.
     runtime: Option<Runtime>,
@@ -125,8 +128,14 @@ impl Chain {
                 stages.push(Stage::build(runtime, t)?);
             }
         }
+        let json_value = match (config.pipeline.default_value, config.transforms.first()) {
+            (_, None) | (DefaultValue::Json, _) => true,
+            (DefaultValue::None, _) => false,
+            (DefaultValue::Auto, Some(first)) => !builtin::sets_own_value(&first.path),
+        };
         Ok(Chain {
             topic: config.sink.kafka.topic.clone(),
+            json_value,
             stages,
             runtime,
         })
@@ -172,12 +181,15 @@ impl Chain {
 
     /// The record produced when no transform says otherwise: key = the CVP
     /// event key (so an event and its updates share a partition), value = the
-    /// merged event as protobuf JSON.
+    /// merged event as protobuf JSON (unless `pipeline.default_value` says
+    /// the first transform does not need it).
     pub fn default_record(&self, ev: &SourceEvent) -> KafkaRecord {
         KafkaRecord {
             topic: self.topic.clone(),
             key: Some(ev.key().as_bytes().to_vec()),
-            value: Some(cvp_proto::json::event_to_json(&ev.event)),
+            value: self
+                .json_value
+                .then(|| cvp_proto::json::event_to_json(&ev.event)),
             headers: Vec::new(),
         }
     }
