@@ -419,6 +419,32 @@ mod tests {
     }
 
     #[test]
+    fn wall_clock_stamps_changes_with_the_time_they_are_made() {
+        let secs = |t: &Timestamp| t.seconds as f64 + t.nanos as f64 / 1e9;
+        let now = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64()
+        };
+        let mut g = Generator::new(3, true).with_wall_clock(true);
+        let before = now();
+        let changes: Vec<Change> = (0..200).map(|_| g.live()).collect();
+        let after = now();
+        for c in &changes {
+            let t = secs(&c.time);
+            assert!(before <= t && t <= after, "{t} not in [{before}, {after}]");
+            if c.op != Operation::Deleted {
+                let updated = c.full.last_updated_time.as_ref().map(secs);
+                assert_eq!(updated, Some(t));
+            }
+        }
+        // Without it, times are the simulated ones from 2026-01-01.
+        let c = Generator::new(3, true).live();
+        assert!(secs(&c.time) < BASE_SECONDS as f64 + 3600.0);
+    }
+
+    #[test]
     fn deterministic_and_monotonic() {
         let run = |seed| {
             let mut g = Generator::new(seed, true);

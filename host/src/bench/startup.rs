@@ -48,7 +48,7 @@ pub async fn report() -> Result<()> {
         sets.push((
             "title-to-key + Python site-enrich (18 MB)".into(),
             format!(
-                "[{{ name: title-to-key, path: \"builtin:title-to-key\" }}, {{ name: site-enrich, path: {:?} }}]",
+                "[{{ name: title-to-key, path: \"builtin:title-to-key\" }}, {{ name: site-enrich, path: {:?}, config: {{ sites: {{ JPE19181520: dc1 }} }} }}]",
                 python.display().to_string()
             ),
         ));
@@ -97,13 +97,14 @@ async fn time_to_ready(
     let client = reqwest::Client::new();
     let url = format!("http://{admin}/ready");
     let started = Instant::now();
-    let _child = KillOnDrop(
+    let log = cache.join("run.log");
+    let mut child = KillOnDrop(
         Command::new(std::env::current_exe()?)
             .args(["run", "--config"])
             .arg(&config)
             .env("CVP_STREAM_CACHE_DIR", cache.join("cache"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
             .spawn()
             .context("cannot start cvp-stream run")?,
     );
@@ -114,6 +115,13 @@ async fn time_to_ready(
             if r.status().is_success() {
                 return Ok(started.elapsed().as_secs_f64());
             }
+        }
+        if let Ok(Some(status)) = child.0.try_wait() {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            bail!(
+                "cvp-stream run exited ({status}) before it was ready: {}",
+                text.lines().last().unwrap_or("")
+            );
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }

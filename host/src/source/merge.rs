@@ -156,7 +156,7 @@ mod tests {
         assert_eq!(merged.title.as_deref(), Some("T"));
         assert_eq!(merged.description.as_deref(), Some("new"));
         assert_eq!(merged.severity, 2);
-        let data = &merged.data.unwrap().data;
+        let data = &merged.data.as_ref().unwrap().data;
         assert_eq!((data["x"].as_str(), data["y"].as_str()), ("1", "3"));
     }
 

@@ -392,3 +392,64 @@ fn output_to_result(o: Output) -> Result<Vec<KafkaRecord>, Failure> {
         Output::Error(e) => Err(("error", format!("returned an error: {e}"))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Op, SeedArgs};
+    use cvp_proto::event::{Event, EventKey};
+
+    fn chain(default_value: &str, transforms: &str) -> Chain {
+        let yaml = format!(
+            "source: {{ cvp: {{ address: \"127.0.0.1:1\", tls: {{ enabled: false }} }} }}\nsink: {{ kafka: {{ brokers: \"b:9092\", topic: t }} }}\npipeline: {{ default_value: {default_value} }}\ntransforms: {transforms}\n"
+        );
+        let config = Config::parse(&yaml, &SeedArgs::default()).expect("config");
+        Chain::load(&config).expect("chain")
+    }
+
+    fn value_of(chain: &mut Chain) -> Option<Vec<u8>> {
+        let ev = SourceEvent {
+            event: std::sync::Arc::new(Event {
+                key: Some(EventKey {
+                    key: Some("k1".into()),
+                    timestamp: None,
+                }),
+                title: Some("T".into()),
+                description: Some("D".into()),
+                severity: 4,
+                ..Default::default()
+            }),
+            op: Op::Updated,
+            seq: 0,
+        };
+        match chain.process(std::slice::from_ref(&ev)).remove(0) {
+            Outcome::Produce(mut r) if r.len() == 1 => r.remove(0).value,
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+
+    /// severity-filter passes the record through untouched, so what it
+    /// returns is the default record's value.
+    #[test]
+    fn default_value_json_none_and_auto() {
+        let filter = format!(
+            "[{{ name: f, path: \"{}/severity_filter.wasm\", config: {{ min_severity: info }} }}]",
+            env!("CVP_STREAM_WASM_DIR")
+        );
+        let json = value_of(&mut chain("auto", &filter)).expect("a JSON value");
+        assert!(
+            json.starts_with(b"{\"key\":{\"key\":\"k1\""),
+            "{}",
+            String::from_utf8_lossy(&json)
+        );
+        assert_eq!(value_of(&mut chain("json", &filter)), Some(json));
+        assert_eq!(value_of(&mut chain("none", &filter)), None);
+        // Auto skips the encoding for the built-in title-to-key, which sets
+        // its own value; the record is what it always was.
+        let stock = "[{ name: t, path: \"builtin:title-to-key\" }]";
+        assert!(!chain("auto", stock).json_value);
+        assert_eq!(value_of(&mut chain("auto", stock)), Some(b"D".to_vec()));
+        // With no transform the default record is the record: always JSON.
+        assert!(value_of(&mut chain("none", "[]")).is_some());
+    }
+}
