@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 // Events are many small, short-lived allocations; see BENCHMARKS.md for what
 // this allocator gave against glibc's.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
