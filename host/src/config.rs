@@ -373,8 +373,9 @@ fn default_operations() -> Vec<Op> {
     vec![Op::Updated]
 }
 fn default_cache_size() -> usize {
-    // About 2 KiB an event in memory: ~40 MiB (see BENCHMARKS.md).
-    20_000
+    // A cache that keeps churning costs about 4 KiB an event of peak memory
+    // (mimalloc; BENCHMARKS.md): 10,000 keeps a 1M-event burst near 70 MiB.
+    10_000
 }
 fn default_connect_timeout() -> Duration {
     Duration::from_secs(10)
