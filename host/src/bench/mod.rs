@@ -44,9 +44,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             args.runs, args.events
         );
         println!(
-            "| Kafka | transforms | records | seconds | events/s | cores | vs one transform |"
+            "| Kafka | transforms | records | seconds | events/s | first ack (s) | records/s after it | cores | vs one transform |"
         );
-        println!("| --- | --- | ---: | ---: | ---: | ---: | ---: |");
+        println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
         for kafka in &kafkas {
             let mut rows = Vec::new();
             for scenario in Scenario::all() {
@@ -67,12 +67,14 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                 .map_or(1.0, |(_, r)| r.seconds);
             for (name, r) in rows {
                 println!(
-                    "| {} | {} | {} | {:.3} | {:.0} | {:.2} | {:.2}x |",
+                    "| {} | {} | {} | {:.3} | {:.0} | {:.3} | {:.0} | {:.2} | {:.2}x |",
                     kafka.describe(),
                     name,
                     r.records,
                     r.seconds,
                     r.events as f64 / r.seconds,
+                    r.first_ack,
+                    r.steady,
                     r.cores,
                     r.seconds / one
                 );

@@ -2,6 +2,7 @@
 //! crossing into WebAssembly costs against the same transform compiled
 //! into this binary.
 
+use super::end_to_end::Scenario;
 use crate::config::{Config, Op, SeedArgs};
 use crate::event::SourceEvent;
 use crate::transform::bindings::{Input, KafkaRecord};
@@ -93,7 +94,7 @@ pub fn report(n: usize) -> Result<()> {
         })
         .collect();
     let mut none = chain("[]")?;
-    let mut wasm = chain("[{ name: title-to-key, path: \"builtin:title-to-key\" }]")?;
+    let mut wasm = chain(&Scenario::stock().yaml())?;
     // Same records either way.
     let check: Vec<_> = events[..BATCH.min(n)].to_vec();
     for (o, ev) in wasm.process(&check).into_iter().zip(&check) {
@@ -106,11 +107,7 @@ pub fn report(n: usize) -> Result<()> {
     let native = per_event(&events, |b| {
         b.iter().map(native_title_to_key).map(|_| 1).sum()
     });
-    let mut three = chain(&format!(
-        "[{{ name: severity-filter, path: {:?}, config: {{ min_severity: info }} }}, {{ name: title-to-key, path: \"builtin:title-to-key\" }}, {{ name: route-by-type, path: {:?} }}]",
-        super::end_to_end::example("severity_filter.wasm"),
-        super::end_to_end::example("route_by_type.wasm"),
-    ))?;
+    let mut three = chain(&Scenario::three().yaml())?;
     let contract = per_event(&events, |b| {
         b.iter()
             .map(|ev| native_behind_contract(&wasm, ev))

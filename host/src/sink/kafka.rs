@@ -529,7 +529,9 @@ impl Books {
         match result {
             Ok((partition, offset)) => {
                 self.stats.produced += 1;
-                self.stats.last_ack = Some(Instant::now());
+                let now = Instant::now();
+                self.stats.first_ack.get_or_insert(now);
+                self.stats.last_ack = Some(now);
                 if let (Some(log), Some(at)) = (&self.latency, changed_at) {
                     let now = std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)

@@ -44,7 +44,9 @@ pub struct SinkStats {
     pub dropped: u64,
     pub failed_transform: u64,
     pub failed_delivery: u64,
-    /// When the last record was acknowledged (benchmarks end their clock here).
+    /// When the first and the last record were acknowledged (benchmarks
+    /// time bursts with these).
+    pub first_ack: Option<std::time::Instant>,
     pub last_ack: Option<std::time::Instant>,
 }
 
