@@ -8,8 +8,18 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+use serde::Deserialize;
 use std::net::SocketAddr;
 use tokio_util::sync::CancellationToken;
+
+/// The `admin:` block; the endpoint is off when it is absent.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// host:port, e.g. `0.0.0.0:9464` (9464 is the port Prometheus's
+    /// exporter registry suggests for this kind of service).
+    pub listen: SocketAddr,
+}
 
 /// Binds now (so a taken port is a start-up error, not a log line later)
 /// and serves until `shutdown`.

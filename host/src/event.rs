@@ -1,9 +1,19 @@
 //! The unit that flows through the pipeline: one CloudVision event, merged
 //! into its full state, with the operation that brought it.
 
-use crate::config::Op;
 use cvp_proto::event::Event;
+use serde::Deserialize;
 use std::sync::Arc;
+
+/// What CVP says happened to an event: present at subscription (INITIAL),
+/// changed, or gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Op {
+    Initial,
+    Updated,
+    Deleted,
+}
 
 #[derive(Debug, Clone)]
 pub struct SourceEvent {
@@ -11,8 +21,8 @@ pub struct SourceEvent {
     /// update copies only while the previous version is still in flight.
     pub event: Arc<Event>,
     pub op: Op,
-    /// Its number in the delivery tracker (`sink/acks.rs`), given when the
-    /// source emits it.
+    /// Its number in the delivery tracker (`delivery/tracker.rs`), given
+    /// when the source emits it.
     pub seq: u64,
 }
 

@@ -1,29 +1,12 @@
 //! `cvp-stream`: CloudVision events -> WebAssembly transforms -> Kafka.
 //!
-//! Reading order: `pipeline.rs` wires `source/` (CVP) to `transform/`
-//! (wasmtime) to `sink/` (Kafka). This file only parses the command line,
-//! sets up logging and signals, and turns errors into one line for the user.
-
-mod admin;
-mod bench;
-mod checkpoint;
-mod cli;
-mod commands;
-mod config;
-mod event;
-mod metrics;
-mod pipeline;
-mod pipeline_test;
-mod progress;
-mod scaffold;
-mod secret;
-mod sink;
-mod source;
-mod transform;
-mod transform_test;
+//! This file only parses the command line, sets up logging and signals,
+//! calls into the library (`lib.rs`, whose doc gives the reading order), and
+//! turns errors into one line for the user.
 
 use clap::Parser;
-use cli::{Cli, Command, LogFormat, TransformCommand};
+use cvp_stream::cli::{self, Cli, Command, LogFormat, TransformCommand};
+use cvp_stream::commands;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
@@ -56,14 +39,17 @@ fn main() -> ExitCode {
         // Commands that only run transforms stay off the async runtime:
         // wasmtime-wasi's synchronous calls (a guest writing to stderr) block
         // on a runtime of their own, which panics inside ours.
-        Command::Validate(args) => commands::validate(&args.config),
-        Command::Test(args) => commands::test(&args.config),
-        Command::Transform(TransformCommand::Test(args)) => transform_test::run(args),
-        Command::Transform(TransformCommand::New(args)) => scaffold::run(args),
-        Command::Run(args) => serve(|shutdown| commands::run(args, shutdown)),
-        Command::Simulate(args) => serve(|shutdown| commands::simulate(args, shutdown)),
-        Command::Demo(args) => serve(|shutdown| commands::demo(args, shutdown)),
-        Command::Bench(args) => serve(|_| bench::run(args)),
+        Command::Validate(args) => commands::validate::validate(args),
+        Command::Test(args) => commands::test::test(args),
+        Command::Transform(TransformCommand::Test(args)) => commands::transform_test::run(args),
+        Command::Transform(TransformCommand::New(args)) => commands::transform_new::run(args),
+        Command::Run(args) => serve(|shutdown| commands::run::run(args, shutdown)),
+        #[cfg(feature = "simulator")]
+        Command::Simulate(args) => serve(|shutdown| commands::simulate::simulate(args, shutdown)),
+        #[cfg(feature = "simulator")]
+        Command::Demo(args) => serve(|shutdown| commands::demo::demo(args, shutdown)),
+        #[cfg(feature = "bench")]
+        Command::Bench(args) => serve(|_| commands::bench::bench(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -96,13 +82,14 @@ where
 }
 
 fn init_logging(level: &str, format: LogFormat) {
+    use cvp_stream::progress;
     use tracing_subscriber::EnvFilter;
     // A bare level applies to cvp-stream's own logs (and librdkafka's);
     // wasmtime and Cranelift at debug would print millions of lines.
     let is_bare_level = ["error", "warn", "info", "debug", "trace"].contains(&level.trim());
     let directives = if is_bare_level {
         let l = level.trim();
-        format!("warn,cvp_stream={l},cvp_simulator={l},librdkafka={l}")
+        format!("warn,cvp_stream={l},cvp_transform_engine={l},cvp_simulator={l},librdkafka={l}")
     } else {
         level.to_string()
     };

@@ -161,10 +161,7 @@ impl Metrics {
         build_info
             .get_or_create(&vec![
                 ("version", env!("CARGO_PKG_VERSION").to_string()),
-                (
-                    "wit_version",
-                    crate::transform::bindings::WIT_VERSION.to_string(),
-                ),
+                ("wit_version", cvp_transform_engine::WIT_VERSION.to_string()),
             ])
             .set(1);
 

@@ -1,28 +1,35 @@
-//! The protobuf JSON mapping of `arista.event.v1` events, hand-written.
+//! The protobuf JSON mapping of `arista.event.v1` events: a hand-written
+//! writer and a descriptor-driven reader.
 //!
 //! The writer runs once per event on the hot path (hundreds of thousands of
 //! events per second), so it appends straight into a caller-owned buffer
-//! instead of building a `serde_json::Value` or going through reflection.
+//! instead of building a `serde_json::Value` or going through reflection;
+//! `benches/json.rs` measures it against prost-reflect's generated serializer
+//! ([`event_to_json_reflect`]), which it beats by more than ten times.
 //! The reader is used for scripts and recordings, where clarity of error
-//! messages matters more than speed, so it walks a `serde_json::Value`.
+//! messages matters more than speed: prost-reflect deserialises the JSON with
+//! the protos' own descriptors and serde_path_to_error names the field that
+//! failed, so no message is walked by hand.
 //!
 //! Output follows the canonical protobuf JSON mapping: lowerCamelCase names,
 //! fields in field-number order, proto3 defaults omitted, enums by name
 //! (numbers for values this proto does not name), wrappers as bare values,
-//! `int64` map keys as strings and timestamps as RFC 3339 in UTC.
+//! `int64` map keys as strings and timestamps as RFC 3339 in UTC (printed by
+//! prost-types).
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
+use prost::Message;
+use prost_reflect::{DeserializeOptions, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor};
 use prost_types::Timestamp;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::arista::time::TimeBounds;
 use crate::event::{
-    ComponentType, Event, EventAck, EventComponent, EventComponents, EventData, EventKey,
-    EventMetadata, EventMetadataGroup, EventNote, EventNotes, EventRead, EventSeverity,
+    ComponentType, Event, EventComponents, EventKey, EventMetadata, EventNotes, EventSeverity,
     EventStreamResponse,
 };
-use crate::fmp::MapStringString;
 use crate::Operation;
 
 // ---------------------------------------------------------------------------
@@ -325,6 +332,11 @@ fn write_str(s: &str, out: &mut Vec<u8>) {
 
 /// Writes an RFC 3339 UTC timestamp with 0, 3, 6 or 9 fractional digits, as
 /// protobuf JSON encoders do. Out-of-range nanos are normalised first.
+///
+/// Hand-written on purpose: it runs for every timestamp of every event, and
+/// prost-types' `Display` (which the reader's parsing uses) took 182 ns a
+/// timestamp against this code's 41 ns in the same run, making
+/// `event_to_json` about 55% slower (BENCHMARKS.md).
 // `u64::is_multiple_of` needs Rust 1.87; the workspace supports 1.85.
 #[allow(clippy::manual_is_multiple_of)]
 pub fn write_timestamp(ts: &Timestamp, out: &mut Vec<u8>) {
@@ -391,14 +403,21 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let m = m as i64;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+/// The generated alternative to [`event_to_json`]: prost-reflect's serde
+/// serializer, driven by the descriptors, over a dynamic copy of `ev` (it can
+/// only reach a generated struct by re-decoding its protobuf encoding).
+///
+/// Not used on the hot path: `benches/json.rs` measures it against the
+/// hand-written writer, and the tests check that both give the same JSON.
+pub fn event_to_json_reflect(ev: &Event) -> Vec<u8> {
+    static EVENT: LazyLock<MessageDescriptor> = LazyLock::new(|| {
+        crate::descriptor_pool()
+            .get_message_by_name("arista.event.v1.Event")
+            .expect("the generated types come from the same descriptors")
+    });
+    let msg = DynamicMessage::decode(EVENT.clone(), ev.encode_to_vec().as_slice())
+        .expect("an Event's own encoding decodes as an Event");
+    serde_json::to_vec(&msg).expect("a dynamic message always serialises")
 }
 
 // ---------------------------------------------------------------------------
@@ -409,105 +428,130 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 ///
 /// Accepts lowerCamelCase and original snake_case names, enums by name or
 /// number, `null` as "not set", and ignores unknown fields, as the protobuf
-/// JSON mapping requires of parsers.
+/// JSON mapping requires of parsers. An enum name this proto does not know is
+/// an error (a number is kept as is).
 pub fn parse_stream_response(line: &str) -> Result<EventStreamResponse, String> {
-    let v: Value = serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}"))?;
-    let obj = as_obj(&v, "")?;
-    let mut resp = EventStreamResponse::default();
-    for (name, val) in obj {
-        if val.is_null() {
-            continue;
-        }
-        match name.as_str() {
-            "value" => resp.value = Some(parse_event(val, "value")?),
-            "time" => resp.time = Some(parse_ts(val, "time")?),
-            "type" => {
-                resp.r#type = parse_enum(val, "type", |s| {
-                    Operation::from_str_name(s).map(|o| o as i32)
-                })?
-            }
-            _ => {}
-        }
-    }
-    Ok(resp)
+    read("arista.event.v1.EventStreamResponse", line)
 }
 
 /// Parses the protobuf JSON form of one `Event` (as written by [`write_event`]).
 pub fn parse_event_json(text: &str) -> Result<Event, String> {
-    let v: Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
-    parse_event(&v, "")
+    read("arista.event.v1.Event", text)
 }
 
-/// Parses an RFC 3339 timestamp such as `2026-11-20T09:14:03.125Z`.
+/// Parses `{"start":..,"end":..}` time bounds (used by tools building requests).
+pub fn parse_time_bounds(text: &str) -> Result<TimeBounds, String> {
+    read("arista.time.TimeBounds", text)
+}
+
+/// Parses an RFC 3339 timestamp such as `2026-11-20T09:14:03.125Z`, with
+/// prost-types' parser. Beyond strict RFC 3339 it also takes what that parser
+/// takes: `t`/`z` in either case, offsets with or without minutes or colon,
+/// a space for `T`, a bare date (midnight UTC), no offset (UTC), more than 9
+/// fractional digits (cut to 9) and a leap second (read as `:59`).
 pub fn parse_timestamp(s: &str) -> Option<Timestamp> {
-    let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't') {
-        return None;
-    }
-    if b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let part = &b[r];
-        if !part.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        Some(part.iter().fold(0i64, |a, &c| a * 10 + (c - b'0') as i64))
-    };
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y, mo as u32) as i64 {
-        return None;
-    }
-    if h > 23 || mi > 59 || sec > 59 {
-        return None;
-    }
-    let mut i = 19;
-    let mut nanos = 0i64;
-    if b[i] == b'.' {
-        i += 1;
-        let start = i;
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
-        }
-        let digits = i - start;
-        if digits == 0 || digits > 9 {
-            return None;
-        }
-        nanos = num(start..i)? * 10i64.pow((9 - digits) as u32);
-    }
-    let offset = match b.get(i)? {
-        b'Z' | b'z' if i + 1 == b.len() => 0,
-        sign @ (b'+' | b'-') if i + 6 == b.len() && b[i + 3] == b':' => {
-            let oh = num(i + 1..i + 3)?;
-            let om = num(i + 4..i + 6)?;
-            if oh > 23 || om > 59 {
-                return None;
-            }
-            let off = oh * 3600 + om * 60;
-            if *sign == b'+' {
-                off
-            } else {
-                -off
-            }
-        }
-        _ => return None,
-    };
-    let seconds =
-        days_from_civil(y, mo as u32, d as u32) * 86_400 + h * 3600 + mi * 60 + sec - offset;
-    Some(Timestamp {
-        seconds,
-        nanos: nanos as i32,
-    })
+    s.parse().ok()
 }
 
-fn days_in_month(y: i64, m: u32) -> u32 {
-    match m {
-        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
+/// Reads `text` as the message `full_name` of [`crate::descriptor_pool`] and
+/// converts it to its generated type `T`.
+fn read<T: prost::Message + Default>(full_name: &str, text: &str) -> Result<T, String> {
+    let desc = crate::descriptor_pool()
+        .get_message_by_name(full_name)
+        .expect("the generated types come from the same descriptors");
+    let mut v: Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+    prepare(&mut v, &desc, "")?;
+    // Unknown fields are gone (see `prepare`), so denying unknown names only
+    // rejects enum names this proto does not define.
+    let options = DeserializeOptions::new().deny_unknown_fields(true);
+    let mut track = serde_path_to_error::Track::new();
+    let de = serde_path_to_error::Deserializer::new(v, &mut track);
+    let msg = DynamicMessage::deserialize_with_options(desc, de, &options).map_err(|e| {
+        let path = track.path().to_string();
+        // An empty path prints as ".".
+        format!("{e} at {}", at(path.trim_start_matches('.')))
+    })?;
+    // Cannot fail: the dynamic message has the descriptor `T` was generated from.
+    msg.transcode_to().map_err(|e| format!("{full_name}: {e}"))
+}
+
+/// Readies parsed JSON for prost-reflect, walking it with `desc`:
+///
+/// - drops the fields the protos do not define (newer CVPs add some).
+///   prost-reflect's `deny_unknown_fields(false)` would skip them too, but it
+///   would also turn an unknown enum *name* into "not set", which this reader
+///   has always reported as an error;
+/// - parses every timestamp with prost-types and writes it back in canonical
+///   form, so the reader takes every form [`parse_timestamp`] takes
+///   (prost-reflect alone insists on upper-case `T` and `Z`), and a bad one
+///   is reported with its value and path.
+///
+/// Everything else (types, enums, maps, wrappers, `null`) is left to
+/// prost-reflect.
+fn prepare(v: &mut Value, desc: &MessageDescriptor, path: &str) -> Result<(), String> {
+    match desc.full_name() {
+        "google.protobuf.Timestamp" => {
+            let ts = match v {
+                Value::String(s) => parse_timestamp(s)
+                    .ok_or_else(|| format!("bad timestamp {v} at {}", at(path)))?,
+                _ => {
+                    return Err(format!(
+                        "bad timestamp {v} at {}: expected an RFC 3339 string",
+                        at(path)
+                    ))
+                }
+            };
+            *v = Value::String(ts.to_string());
+            return Ok(());
+        }
+        // Other well-known types (the wrappers) are bare JSON values.
+        name if name.starts_with("google.protobuf.") => return Ok(()),
+        _ => {}
     }
+    let Value::Object(obj) = v else {
+        return Err(format!(
+            "expected an object at {}, got {}",
+            at(path),
+            kind(v)
+        ));
+    };
+    obj.retain(|name, _| field_named(desc, name).is_some());
+    for (name, val) in obj.iter_mut() {
+        let Some(field) = field_named(desc, name) else {
+            continue;
+        };
+        let Kind::Message(msg) = field.kind() else {
+            continue;
+        };
+        let p = join(path, name);
+        match val {
+            // Not set; prost-reflect says so.
+            Value::Null => {}
+            Value::Array(items) if field.is_list() => {
+                for (i, item) in items.iter_mut().enumerate() {
+                    prepare(item, &msg, &format!("{p}[{i}]"))?;
+                }
+            }
+            Value::Object(entries) if field.is_map() => {
+                if let Kind::Message(value) = msg.map_entry_value_field().kind() {
+                    for (k, item) in entries.iter_mut() {
+                        prepare(item, &value, &join(&p, k))?;
+                    }
+                }
+            }
+            _ if !field.is_list() && !field.is_map() => prepare(val, &msg, &p)?,
+            // A list or map of the wrong JSON type: prost-reflect reports it.
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Looks a JSON key up as prost-reflect does: JSON name first, then the
+/// original proto name.
+fn field_named(desc: &MessageDescriptor, name: &str) -> Option<FieldDescriptor> {
+    desc.get_field_by_json_name(name)
+        .or_else(|| desc.get_field_by_name(name))
 }
 
 fn join(path: &str, name: &str) -> String {
@@ -518,17 +562,12 @@ fn join(path: &str, name: &str) -> String {
     }
 }
 
-fn at(path: &str) -> String {
+fn at(path: &str) -> &str {
     if path.is_empty() {
-        "top level".to_string()
+        "top level"
     } else {
-        path.to_string()
+        path
     }
-}
-
-fn as_obj<'a>(v: &'a Value, path: &str) -> Result<&'a Map<String, Value>, String> {
-    v.as_object()
-        .ok_or_else(|| format!("expected an object at {}, got {}", at(path), kind(v)))
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -542,249 +581,10 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
-/// Iterates the set fields of an object (skipping `null`s), with their paths.
-fn fields<'a>(
-    v: &'a Value,
-    path: &str,
-) -> Result<impl Iterator<Item = (&'a str, &'a Value)>, String> {
-    Ok(as_obj(v, path)?
-        .iter()
-        .filter(|(_, v)| !v.is_null())
-        .map(|(k, v)| (k.as_str(), v)))
-}
-
-fn parse_string(v: &Value, path: &str) -> Result<String, String> {
-    v.as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| format!("expected a string at {path}, got {}", kind(v)))
-}
-
-fn parse_bool(v: &Value, path: &str) -> Result<bool, String> {
-    v.as_bool()
-        .ok_or_else(|| format!("expected a boolean at {path}, got {}", kind(v)))
-}
-
-fn parse_ts(v: &Value, path: &str) -> Result<Timestamp, String> {
-    match v {
-        Value::String(s) => {
-            parse_timestamp(s).ok_or_else(|| format!("bad timestamp {v} at {path}"))
-        }
-        _ => Err(format!(
-            "bad timestamp {v} at {path}: expected an RFC 3339 string"
-        )),
-    }
-}
-
-/// An enum given by name (looked up with `by_name`) or by number.
-fn parse_enum(v: &Value, path: &str, by_name: impl Fn(&str) -> Option<i32>) -> Result<i32, String> {
-    match v {
-        Value::String(s) => by_name(s).ok_or_else(|| format!("unknown enum value {v} at {path}")),
-        Value::Number(n) => n
-            .as_i64()
-            .and_then(|n| i32::try_from(n).ok())
-            .ok_or_else(|| format!("enum number {n} out of range at {path}")),
-        _ => Err(format!(
-            "expected an enum name or number at {path}, got {}",
-            kind(v)
-        )),
-    }
-}
-
-fn parse_str_map(v: &Value, path: &str) -> Result<BTreeMap<String, String>, String> {
-    let mut map = BTreeMap::new();
-    for (k, val) in as_obj(v, path)? {
-        map.insert(k.clone(), parse_string(val, &join(path, k))?);
-    }
-    Ok(map)
-}
-
-fn parse_key(v: &Value, path: &str) -> Result<EventKey, String> {
-    let mut key = EventKey::default();
-    for (name, val) in fields(v, path)? {
-        let p = join(path, name);
-        match name {
-            "key" => key.key = Some(parse_string(val, &p)?),
-            "timestamp" => key.timestamp = Some(parse_ts(val, &p)?),
-            _ => {}
-        }
-    }
-    Ok(key)
-}
-
-fn parse_event(v: &Value, path: &str) -> Result<Event, String> {
-    let mut ev = Event::default();
-    for (name, val) in fields(v, path)? {
-        let p = join(path, name);
-        match name {
-            "key" => ev.key = Some(parse_key(val, &p)?),
-            "severity" => {
-                ev.severity = parse_enum(val, &p, |s| {
-                    EventSeverity::from_str_name(s).map(|e| e as i32)
-                })?
-            }
-            "title" => ev.title = Some(parse_string(val, &p)?),
-            "description" => ev.description = Some(parse_string(val, &p)?),
-            "eventType" | "event_type" => ev.event_type = Some(parse_string(val, &p)?),
-            "data" => {
-                let mut data = EventData::default();
-                for (n, dv) in fields(val, &p)? {
-                    if n == "data" {
-                        data.data = parse_str_map(dv, &join(&p, n))?;
-                    }
-                }
-                ev.data = Some(data);
-            }
-            "components" => ev.components = Some(parse_components(val, &p)?),
-            "ack" => {
-                let mut ack = EventAck::default();
-                for (n, av) in fields(val, &p)? {
-                    let ap = join(&p, n);
-                    match n {
-                        "ack" => ack.ack = Some(parse_bool(av, &ap)?),
-                        "acker" => ack.acker = Some(parse_string(av, &ap)?),
-                        "ackTime" | "ack_time" => ack.ack_time = Some(parse_ts(av, &ap)?),
-                        _ => {}
-                    }
-                }
-                ev.ack = Some(ack);
-            }
-            "notes" => ev.notes = Some(parse_notes(val, &p)?),
-            "lastUpdatedTime" | "last_updated_time" => {
-                ev.last_updated_time = Some(parse_ts(val, &p)?)
-            }
-            "read" => {
-                let mut read = EventRead::default();
-                for (n, rv) in fields(val, &p)? {
-                    let rp = join(&p, n);
-                    match n {
-                        "read" => read.read = Some(parse_bool(rv, &rp)?),
-                        "reader" => read.reader = Some(parse_string(rv, &rp)?),
-                        "readTime" | "read_time" => read.read_time = Some(parse_ts(rv, &rp)?),
-                        _ => {}
-                    }
-                }
-                ev.read = Some(read);
-            }
-            "ruleId" | "rule_id" => ev.rule_id = Some(parse_string(val, &p)?),
-            "deleteTime" | "delete_time" => ev.delete_time = Some(parse_ts(val, &p)?),
-            "metadata" => ev.metadata = Some(parse_metadata(val, &p)?),
-            _ => {}
-        }
-    }
-    Ok(ev)
-}
-
-fn parse_components(v: &Value, path: &str) -> Result<EventComponents, String> {
-    let mut comps = EventComponents::default();
-    for (name, val) in fields(v, path)? {
-        if name != "components" {
-            continue;
-        }
-        let p = join(path, name);
-        let arr = val
-            .as_array()
-            .ok_or_else(|| format!("expected an array at {p}, got {}", kind(val)))?;
-        for (i, item) in arr.iter().enumerate() {
-            let ip = format!("{p}[{i}]");
-            let mut c = EventComponent::default();
-            for (n, cv) in fields(item, &ip)? {
-                let cp = join(&ip, n);
-                match n {
-                    "type" => {
-                        c.r#type = parse_enum(cv, &cp, |s| {
-                            ComponentType::from_str_name(s).map(|t| t as i32)
-                        })?
-                    }
-                    "components" => c.components = parse_str_map(cv, &cp)?,
-                    _ => {}
-                }
-            }
-            comps.components.push(c);
-        }
-    }
-    Ok(comps)
-}
-
-/// `{"values":[{"values":{"values":{"k":"v"}}}]}`: groups of tag pairs,
-/// each group an `fmp.MapStringString`.
-fn parse_metadata(v: &Value, path: &str) -> Result<EventMetadata, String> {
-    let mut meta = EventMetadata::default();
-    for (name, val) in fields(v, path)? {
-        if name != "values" {
-            continue;
-        }
-        let p = join(path, name);
-        let arr = val
-            .as_array()
-            .ok_or_else(|| format!("expected an array at {p}, got {}", kind(val)))?;
-        for (i, item) in arr.iter().enumerate() {
-            let gp = format!("{p}[{i}]");
-            let mut group = EventMetadataGroup::default();
-            for (n, mv) in fields(item, &gp)? {
-                if n != "values" {
-                    continue;
-                }
-                let mp = join(&gp, n);
-                let mut map = MapStringString::default();
-                for (n2, inner) in fields(mv, &mp)? {
-                    if n2 == "values" {
-                        map.values = parse_str_map(inner, &join(&mp, n2))?;
-                    }
-                }
-                group.values = Some(map);
-            }
-            meta.values.push(group);
-        }
-    }
-    Ok(meta)
-}
-
-fn parse_notes(v: &Value, path: &str) -> Result<EventNotes, String> {
-    let mut notes = EventNotes::default();
-    for (name, val) in fields(v, path)? {
-        if name != "notes" {
-            continue;
-        }
-        let p = join(path, name);
-        for (k, nv) in as_obj(val, &p)? {
-            let np = join(&p, k);
-            let key: i64 = k
-                .parse()
-                .map_err(|_| format!("bad int64 map key \"{k}\" at {p}"))?;
-            let mut note = EventNote::default();
-            for (n, fv) in fields(nv, &np)? {
-                let fp = join(&np, n);
-                match n {
-                    "note" => note.note = Some(parse_string(fv, &fp)?),
-                    "noteCreator" | "note_creator" => {
-                        note.note_creator = Some(parse_string(fv, &fp)?)
-                    }
-                    _ => {}
-                }
-            }
-            notes.notes.insert(key, note);
-        }
-    }
-    Ok(notes)
-}
-
-/// Parses `{"start":..,"end":..}` time bounds (used by tools building requests).
-pub fn parse_time_bounds(text: &str) -> Result<TimeBounds, String> {
-    let v: Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
-    let mut tb = TimeBounds::default();
-    for (name, val) in fields(&v, "")? {
-        match name {
-            "start" => tb.start = Some(parse_ts(val, name)?),
-            "end" => tb.end = Some(parse_ts(val, name)?),
-            _ => {}
-        }
-    }
-    Ok(tb)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::EventComponent;
 
     const SAMPLE: &str = include_str!("../../simulator/testdata/sample-events.jsonl");
 
@@ -951,5 +751,100 @@ mod tests {
         assert!(parse_stream_response("{")
             .unwrap_err()
             .contains("invalid JSON"));
+    }
+
+    /// Every field the writer knows, set, with text that needs escaping.
+    const RICH: &str = r#"{"key":{"key":"k1","timestamp":"2026-11-20T09:14:03.000000001Z"},
+        "severity":"EVENT_SEVERITY_CRITICAL","title":"über \"q\"\n","description":"",
+        "eventType":"T","data":{"data":{"b":"2","a":"1"}},
+        "components":{"components":[{"type":"COMPONENT_TYPE_DEVICE","components":{"deviceId":"D"}},{"type":99}]},
+        "ack":{"ack":false,"acker":"me","ackTime":"2026-11-20T09:15:00.5Z"},
+        "notes":{"notes":{"-5":{"note":"n"},"1700000000000":{"note":"m","noteCreator":"x"}}},
+        "lastUpdatedTime":"2026-11-20T09:14:03.123456Z","read":{"read":true,"reader":"r","readTime":"1970-01-01T00:00:00Z"},
+        "ruleId":"R","deleteTime":"2026-11-21T00:00:00Z",
+        "metadata":{"values":[{"values":{"values":{"site":"a","pod":"1"}}},{}]}}"#;
+
+    #[test]
+    fn generated_writer_gives_the_same_json() {
+        let mut events: Vec<Event> = SAMPLE
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| parse_stream_response(l).unwrap().value.unwrap())
+            .collect();
+        events.push(parse_event_json(RICH).unwrap());
+        events.push(Event {
+            severity: 42,
+            ..Default::default()
+        });
+        events.push(Event::default());
+        for ev in &events {
+            let hand: Value = serde_json::from_slice(&event_to_json(ev)).unwrap();
+            let generated: Value = serde_json::from_slice(&event_to_json_reflect(ev)).unwrap();
+            assert_eq!(hand, generated, "event: {ev:?}");
+        }
+        // The rich event reads back to itself through the hand-written writer.
+        let rich = parse_event_json(RICH).unwrap();
+        let back = parse_event_json(std::str::from_utf8(&event_to_json(&rich)).unwrap());
+        assert_eq!(back.unwrap(), rich);
+    }
+
+    #[test]
+    fn timestamps_beyond_strict_rfc3339() {
+        let ts = Timestamp {
+            seconds: 1_795_166_043,
+            nanos: 125_000_000,
+        };
+        // What prost-types' parser takes besides `...T..Z`.
+        for text in [
+            "2026-11-20t09:14:03.125z",
+            "2026-11-20T11:14:03.125+02:00",
+            "2026-11-20T08:14:03.125-0100",
+            "2026-11-20 09:14:03.125",
+            "2026-11-20T09:14:03.1250000001Z",
+        ] {
+            assert_eq!(parse_timestamp(text), Some(ts), "{text}");
+        }
+        // The reader takes them too and keeps the instant.
+        let resp = parse_stream_response(r#"{"time":"2026-11-20t11:14:03.125+02:00"}"#).unwrap();
+        assert_eq!(resp.time, Some(ts));
+        let tb = parse_time_bounds(r#"{"start":"2026-11-20T09:14:03.125Z","end":null,"x":1}"#);
+        assert_eq!(
+            tb.unwrap(),
+            TimeBounds {
+                start: Some(ts),
+                end: None
+            }
+        );
+        let err = parse_time_bounds(r#"{"end":5}"#).unwrap_err();
+        assert_eq!(err, "bad timestamp 5 at end: expected an RFC 3339 string");
+        // Out-of-range nanos are normalised before printing.
+        let mut out = Vec::new();
+        write_timestamp(
+            &Timestamp {
+                seconds: 1,
+                nanos: -1,
+            },
+            &mut out,
+        );
+        assert_eq!(out, br#""1970-01-01T00:00:00.999999999Z""#);
+    }
+
+    #[test]
+    fn unknown_fields_ignored_at_every_depth_unknown_enum_names_not() {
+        let ev = parse_event_json(
+            r#"{"components":{"components":[{"type":"COMPONENT_TYPE_DEVICE","new":[1]}],"n":{}},
+                "notes":{"notes":{"7":{"note":"n","pinned":true}}},
+                "metadata":{"values":[{"values":{"values":{"a":"b"},"v2":0},"w":1}]},
+                "ack":{"ack":true,"ackSource":"x"},"key":{"key":"k","shard":3}}"#,
+        )
+        .unwrap();
+        assert_eq!(ev.notes.unwrap().notes[&7].note.as_deref(), Some("n"));
+        assert_eq!(ev.key.unwrap().key.as_deref(), Some("k"));
+        assert_eq!(ev.metadata.unwrap().values.len(), 1);
+        let err =
+            parse_event_json(r#"{"components":{"components":[{"type":"NEW_KIND"}]}}"#).unwrap_err();
+        assert!(err.contains("components.components[0].type"), "{err}");
+        let err = parse_event_json(r#"{"notes":{"notes":{"7":{"note":1}}}}"#).unwrap_err();
+        assert!(err.contains("notes.notes.7.note"), "{err}");
     }
 }

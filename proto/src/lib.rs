@@ -32,3 +32,19 @@ pub mod arista {
 
 pub use arista::event::v1 as event;
 pub use arista::subscriptions::Operation;
+
+/// The descriptors of every message above (imports included), as compiled by
+/// `build.rs` from the same `.proto` files the types are generated from.
+///
+/// The JSON reader is driven by these, so a field added to the protos is read
+/// without touching `json.rs`.
+pub fn descriptor_pool() -> &'static prost_reflect::DescriptorPool {
+    static POOL: std::sync::LazyLock<prost_reflect::DescriptorPool> =
+        std::sync::LazyLock::new(|| {
+            prost_reflect::DescriptorPool::decode(
+                include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.bin")).as_slice(),
+            )
+            .expect("build.rs wrote a valid descriptor set")
+        });
+    &POOL
+}

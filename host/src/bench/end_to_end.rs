@@ -2,14 +2,50 @@
 //! loopback, the source, the transform chain and the Kafka sink, exactly as
 //! `run` wires them.
 
-use crate::config::{Config, SeedArgs};
+use crate::config::{units::ScalarText, ConfigBuilder};
+use crate::delivery::{DeliveryObserver, DeliveryStats};
+use crate::event::Op;
 use crate::pipeline::Pipeline;
-use crate::sink::{KafkaSink, LatencyLog, Sink, SinkStats};
+use crate::sinks::{KafkaSink, Sink};
+use crate::transforms::{builtin, TransformConfig};
 use anyhow::{anyhow, bail, Context, Result};
 use cvp_simulator::{SimOptions, Simulator};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+/// What the bench learns from the sink: when the first and last records
+/// were acknowledged and, when asked, each record's latency.
+#[derive(Default)]
+struct AckLog {
+    inner: Mutex<AckTimes>,
+    /// Keep a latency sample per record (ns from the change at CVP to the
+    /// acknowledgement): exact percentiles, which the metrics' histogram
+    /// buckets are too coarse for.
+    samples: bool,
+}
+
+#[derive(Default)]
+struct AckTimes {
+    first: Option<Instant>,
+    last: Option<Instant>,
+    latency_ns: Vec<i64>,
+}
+
+impl DeliveryObserver for AckLog {
+    fn acknowledged(&self, changed_at: Option<i64>) {
+        let now = Instant::now();
+        let mut t = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        t.first.get_or_insert(now);
+        t.last = Some(now);
+        if let (true, Some(at)) = (self.samples, changed_at) {
+            let wall = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as i64);
+            t.latency_ns.push(wall - at);
+        }
+    }
+}
 
 pub enum Kafka {
     /// librdkafka's mock cluster, in this process: what the host costs,
@@ -27,12 +63,10 @@ impl Kafka {
         }
     }
 
-    fn yaml(&self, topic: &str) -> String {
+    fn brokers(&self) -> &str {
         match self {
-            Kafka::Mock => format!(
-                "{{ brokers: \"mock:9092\", topic: {topic:?}, properties: {{ test.mock.num.brokers: \"1\" }} }}"
-            ),
-            Kafka::Broker(b) => format!("{{ brokers: {b:?}, topic: {topic:?} }}"),
+            Kafka::Mock => "mock:9092",
+            Kafka::Broker(b) => b,
         }
     }
 }
@@ -40,8 +74,7 @@ impl Kafka {
 /// A transform chain to measure.
 pub struct Scenario {
     pub name: &'static str,
-    /// YAML entries of the `transforms:` list.
-    transforms: Vec<String>,
+    pub transforms: Vec<TransformConfig>,
 }
 
 /// The example components build.rs builds next to the stock one.
@@ -64,7 +97,10 @@ impl Scenario {
     pub fn stock() -> Scenario {
         Scenario {
             name: "title-to-key",
-            transforms: vec!["{ name: title-to-key, path: \"builtin:title-to-key\" }".into()],
+            transforms: vec![TransformConfig::new(
+                "title-to-key",
+                builtin::TITLE_TO_KEY_PATH,
+            )],
         }
     }
 
@@ -75,22 +111,17 @@ impl Scenario {
         Scenario {
             name: "severity-filter, title-to-key, route-by-type",
             transforms: vec![
-                format!(
-                    "{{ name: severity-filter, path: {:?}, config: {{ min_severity: info }} }}",
-                    example("severity_filter.wasm")
-                ),
-                "{ name: title-to-key, path: \"builtin:title-to-key\" }".into(),
-                format!(
-                    "{{ name: route-by-type, path: {:?} }}",
-                    example("route_by_type.wasm")
-                ),
+                {
+                    let mut t =
+                        TransformConfig::new("severity-filter", example("severity_filter.wasm"));
+                    t.config
+                        .insert("min_severity".into(), serde_yaml::Value::from("info"));
+                    t
+                },
+                TransformConfig::new("title-to-key", builtin::TITLE_TO_KEY_PATH),
+                TransformConfig::new("route-by-type", example("route_by_type.wasm")),
             ],
         }
-    }
-
-    /// The chain as a YAML flow list, for `transforms:`.
-    pub fn yaml(&self) -> String {
-        format!("[{}]", self.transforms.join(", "))
     }
 }
 
@@ -115,8 +146,11 @@ pub async fn throughput(
     events: u64,
     topic: &str,
 ) -> Result<Throughput> {
-    let (stats, started, cores) = pipeline(kafka, scenario, events, 0.0, topic, None).await?;
-    let (Some(first), Some(last)) = (stats.first_ack, stats.last_ack) else {
+    let log = Arc::new(AckLog::default());
+    let (stats, started, cores) =
+        pipeline(kafka, scenario, events, 0.0, topic, log.clone()).await?;
+    let times = log.inner.lock().unwrap_or_else(|p| p.into_inner());
+    let (Some(first), Some(last)) = (times.first, times.last) else {
         bail!("no record was acknowledged");
     };
     Ok(Throughput {
@@ -164,17 +198,18 @@ pub struct Latency {
 /// learning the topic's partitions.
 pub async fn latency(kafka: &Kafka, rate: f64, seconds: f64, topic: &str) -> Result<Latency> {
     let events = (rate * seconds) as u64;
-    let log = LatencyLog::default();
-    pipeline(
-        kafka,
-        &Scenario::stock(),
-        events,
-        rate,
-        topic,
-        Some(log.clone()),
-    )
-    .await?;
-    let mut ns = std::mem::take(&mut *log.lock().unwrap_or_else(|p| p.into_inner()));
+    let log = Arc::new(AckLog {
+        samples: true,
+        ..AckLog::default()
+    });
+    pipeline(kafka, &Scenario::stock(), events, rate, topic, log.clone()).await?;
+    let mut ns = std::mem::take(
+        &mut log
+            .inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .latency_ns,
+    );
     let warm_up = (rate as usize).min(ns.len() / 2);
     let mut ns = ns.split_off(warm_up);
     if ns.is_empty() {
@@ -200,15 +235,15 @@ async fn pipeline(
     events: u64,
     rate: f64,
     topic: &str,
-    latency: Option<LatencyLog>,
-) -> Result<(SinkStats, Instant, f64)> {
+    log: Arc<AckLog>,
+) -> Result<(DeliveryStats, Instant, f64)> {
     let token = format!("bench-{:016x}", rand::random::<u64>());
     let opts = SimOptions {
         token: Some(token.clone()),
         initial: 0,
         updates: events,
         rate,
-        wall_clock: latency.is_some(),
+        wall_clock: log.samples,
         prepare: true,
         ..SimOptions::default()
     };
@@ -218,18 +253,31 @@ async fn pipeline(
     let sim = Simulator::start(opts, listener).await?;
     let addr = sim.local_addr();
     // Deletions make records too, so every event is one record.
-    let yaml = format!(
-        "source: {{ cvp: {{ address: \"{addr}\", token: \"{token}\", tls: {{ enabled: false }}, operations: [updated, deleted] }} }}\nsink: {{ kafka: {} }}\ntransforms: {}\n",
-        kafka.yaml(topic),
-        scenario.yaml()
-    );
-    let config = Arc::new(Config::parse(&yaml, &SeedArgs::default())?);
-    let mut sink = KafkaSink::new(&config.sink.kafka)?;
-    if let Some(log) = latency {
-        sink = sink.with_latency_log(log);
+    let mut config = scenario
+        .transforms
+        .iter()
+        .cloned()
+        .fold(
+            ConfigBuilder::new(addr.to_string())
+                .token(&token)
+                .plaintext()
+                .operations([Op::Updated, Op::Deleted]),
+            ConfigBuilder::transform,
+        )
+        .kafka(kafka.brokers(), topic)
+        .build()?;
+    if let Kafka::Mock = kafka {
+        config
+            .sink
+            .kafka
+            .properties
+            .insert("test.mock.num.brokers".into(), ScalarText("1".into()));
     }
-    sink.probe(topic).await;
-    let pipeline = Pipeline::build_off_runtime(config, Sink::Kafka(sink)).await?;
+    let config = Arc::new(config);
+    let sink = KafkaSink::new(&config.sink.kafka)?;
+    sink.probe().await;
+    let mut pipeline = Pipeline::build_off_runtime(config, Sink::Kafka(sink)).await?;
+    pipeline.observe_deliveries(log);
 
     // Once every live event is on the wire, end the stream: the pipeline
     // then drains, and returns when Kafka has acknowledged everything.

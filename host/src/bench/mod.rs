@@ -16,7 +16,7 @@ mod end_to_end;
 mod stage;
 mod startup;
 
-use crate::cli::BenchArgs;
+use crate::commands::bench::BenchArgs;
 use anyhow::Result;
 use end_to_end::{Kafka, Scenario};
 

@@ -3,11 +3,10 @@
 //! into this binary.
 
 use super::end_to_end::Scenario;
-use crate::config::{Config, Op, SeedArgs};
-use crate::event::SourceEvent;
-use crate::transform::bindings::{Input, KafkaRecord};
-use crate::transform::{Chain, Outcome};
+use crate::event::{Op, SourceEvent};
+use crate::transforms::{PipelineConfig, TransformConfig, TransformStage};
 use anyhow::{bail, Result};
+use cvp_transform_engine::{Input, KafkaRecord, Outcome};
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -18,9 +17,9 @@ const TOPIC: &str = "cvp-events";
 /// The same, natively, behind the same contract as a component: it gets
 /// the WIT input the host builds (the event converted, the default record)
 /// and returns a record. What a transform linked into the host would cost.
-fn native_behind_contract(chain: &Chain, ev: &SourceEvent) -> KafkaRecord {
+fn native_behind_contract(chain: &TransformStage, ev: &SourceEvent) -> KafkaRecord {
     let input = Input {
-        event: crate::transform::convert::to_wit(ev),
+        event: crate::transforms::convert::to_wit(ev),
         record: chain.default_record(ev),
     };
     let Input { event, mut record } = black_box(input);
@@ -50,11 +49,8 @@ fn same(a: &KafkaRecord, b: &KafkaRecord) -> bool {
     a.topic == b.topic && a.key == b.key && a.value == b.value && a.headers.is_empty()
 }
 
-fn chain(transforms: &str) -> Result<Chain> {
-    let yaml = format!(
-        "source: {{ cvp: {{ address: \"127.0.0.1:1\", tls: {{ enabled: false }} }} }}\nsink: {{ kafka: {{ brokers: \"unused:9092\", topic: {TOPIC} }} }}\ntransforms: {transforms}\n"
-    );
-    Chain::load(&Config::parse(&yaml, &SeedArgs::default())?)
+fn chain(transforms: &[TransformConfig]) -> Result<TransformStage> {
+    TransformStage::load(transforms, &PipelineConfig::default(), TOPIC)
 }
 
 /// ns per event of `f` over every batch, best of three passes (the first
@@ -78,7 +74,7 @@ fn produced(outcomes: Vec<Outcome>) -> usize {
         .into_iter()
         .map(|o| match o {
             Outcome::Produce(r) => r.len(),
-            Outcome::Failed { error, .. } => panic!("bench transform failed: {error}"),
+            Outcome::Failed(f) => panic!("bench transform failed: {}", f.error),
         })
         .sum()
 }
@@ -93,8 +89,8 @@ pub fn report(n: usize) -> Result<()> {
             seq: i as u64,
         })
         .collect();
-    let mut none = chain("[]")?;
-    let mut wasm = chain(&Scenario::stock().yaml())?;
+    let mut none = chain(&[])?;
+    let mut wasm = chain(&Scenario::stock().transforms)?;
     // Same records either way.
     let check: Vec<_> = events[..BATCH.min(n)].to_vec();
     for (o, ev) in wasm.process(&check).into_iter().zip(&check) {
@@ -107,7 +103,7 @@ pub fn report(n: usize) -> Result<()> {
     let native = per_event(&events, |b| {
         b.iter().map(native_title_to_key).map(|_| 1).sum()
     });
-    let mut three = chain(&Scenario::three().yaml())?;
+    let mut three = chain(&Scenario::three().transforms)?;
     let contract = per_event(&events, |b| {
         b.iter()
             .map(|ev| native_behind_contract(&wasm, ev))

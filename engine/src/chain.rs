@@ -1,0 +1,386 @@
+//! The transform chain: every event passes through the loaded transforms in
+//! order, a batch at a time. Each transform sees the event and each record
+//! the previous one produced for it, so fan-out composes down the chain.
+//!
+//! A fault (trap, timeout, memory) costs the event it happened on, never the
+//! chain: the instance is rebuilt and the rest of the batch retried one by
+//! one, so only the culprit fails.
+
+use crate::bindings::{Input, KafkaRecord, Output, WitEvent};
+use crate::error::LoadError;
+use crate::runtime::{Fault, Instance, LoadedTransform, Runtime};
+use crate::spec::TransformSpec;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+/// An event the chain can hand to transforms.
+pub trait ChainEvent {
+    /// The event as the WIT world describes it.
+    fn to_wit(&self) -> WitEvent;
+    /// Names the event in log lines about it.
+    fn key(&self) -> &str;
+}
+
+/// What the chain reports as it works: the caller's metrics. Transforms
+/// are named by their position in the chain.
+pub trait ChainObserver: Send {
+    /// A call into transform `stage` (a whole batch, or one retried event)
+    /// returned after `elapsed`.
+    fn called(&self, _stage: usize, _elapsed: Duration) {}
+    /// Transform `stage` failed on an event; `reason` is [`Fault::reason`]
+    /// or `error` (the guest returned one).
+    fn failed(&self, _stage: usize, _reason: &'static str) {}
+    /// Transform `stage` dropped `events` events (returned no records).
+    fn dropped(&self, _stage: usize, _events: u64) {}
+}
+
+/// Reports nothing: for tools that only look at the outcomes.
+pub struct NoObserver;
+impl ChainObserver for NoObserver {}
+
+/// What became of one event.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Records to produce, in order. Empty: a transform dropped it.
+    Produce(Vec<KafkaRecord>),
+    /// A transform failed on this event.
+    Failed(Failure),
+}
+
+/// A transform that failed on an event, and why.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// Its position in the chain.
+    pub stage: usize,
+    pub transform: String,
+    /// trap, timeout, memory, contract or error (the guest returned one).
+    pub reason: &'static str,
+    pub error: String,
+}
+
+pub struct Chain {
+    stages: Vec<Stage>,
+    /// Kept for reloads; `None` when there are no transforms.
+    runtime: Option<Runtime>,
+    observer: Box<dyn ChainObserver>,
+}
+
+struct Stage {
+    index: usize,
+    spec: TransformSpec,
+    /// The file's modification time when it was loaded (None: embedded).
+    modified: Option<SystemTime>,
+    loaded: LoadedTransform,
+    instance: Option<Instance>,
+}
+
+impl Stage {
+    fn build(runtime: &Runtime, index: usize, spec: &TransformSpec) -> Result<Stage, LoadError> {
+        let modified = spec.code.modified();
+        let loaded = runtime.load(spec)?;
+        let instance = loaded.instantiate()?;
+        Ok(Stage {
+            index,
+            spec: spec.clone(),
+            modified,
+            loaded,
+            instance: Some(instance),
+        })
+    }
+}
+
+impl Chain {
+    /// Compiles, checks, instantiates and initialises every transform.
+    pub fn load(
+        specs: &[TransformSpec],
+        observer: Box<dyn ChainObserver>,
+    ) -> anyhow::Result<Chain> {
+        let runtime = if specs.is_empty() {
+            None
+        } else {
+            Some(Runtime::new()?)
+        };
+        let mut stages = Vec::with_capacity(specs.len());
+        if let Some(runtime) = &runtime {
+            for (i, spec) in specs.iter().enumerate() {
+                stages.push(Stage::build(runtime, i, spec)?);
+            }
+        }
+        Ok(Chain {
+            stages,
+            runtime,
+            observer,
+        })
+    }
+
+    /// How many transforms it has.
+    pub fn len(&self) -> usize {
+        self.stages.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.stages.is_empty()
+    }
+
+    /// Loads transforms again: every one when `all` (SIGHUP), else those
+    /// whose file changed since it was loaded. One that fails to load or
+    /// initialise keeps its running version, and the log says why. Call it
+    /// between batches, when no event is in flight in the chain.
+    pub fn reload(&mut self, all: bool) {
+        let Some(runtime) = &self.runtime else {
+            tracing::info!("reload requested, but there are no transforms");
+            return;
+        };
+        for stage in &mut self.stages {
+            let now = stage.spec.code.modified();
+            if !all && now == stage.modified {
+                continue;
+            }
+            let name = stage.spec.name.clone();
+            match Stage::build(runtime, stage.index, &stage.spec) {
+                Ok(fresh) => {
+                    *stage = fresh;
+                    tracing::info!(transform = %name, "reloaded transform {name} from {}", stage.spec.code.describe());
+                }
+                Err(e) => {
+                    // Do not retry the same bytes on every poll.
+                    stage.modified = now;
+                    tracing::error!(transform = %name, "cannot reload transform {name}, keeping the running version: {e}");
+                }
+            }
+        }
+    }
+
+    /// The files to watch for changes (embedded code excluded).
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        self.stages
+            .iter()
+            .filter_map(|s| s.spec.code.file().map(PathBuf::from))
+            .collect()
+    }
+
+    /// One outcome per event, in order. `first_record` makes the record an
+    /// event starts down the chain with (what is produced when the chain is
+    /// empty).
+    pub fn process<E: ChainEvent>(
+        &mut self,
+        batch: &[E],
+        first_record: impl Fn(&E) -> KafkaRecord,
+    ) -> Vec<Outcome> {
+        let mut failed: Vec<Option<Failure>> = vec![None; batch.len()];
+        // (event index, record) pairs still travelling down the chain.
+        let mut current: Vec<(usize, KafkaRecord)> = batch
+            .iter()
+            .enumerate()
+            .map(|(i, ev)| (i, first_record(ev)))
+            .collect();
+        if !self.stages.is_empty() {
+            let mut events: Vec<Option<WitEvent>> =
+                batch.iter().map(|e| Some(e.to_wit())).collect();
+            for stage in &mut self.stages {
+                if current.is_empty() {
+                    break;
+                }
+                current = stage.run(
+                    std::mem::take(&mut current),
+                    &mut events,
+                    batch,
+                    &mut failed,
+                    self.observer.as_ref(),
+                );
+            }
+        }
+        let mut outcomes: Vec<Outcome> = failed
+            .into_iter()
+            .map(|f| match f {
+                Some(failure) => Outcome::Failed(failure),
+                None => Outcome::Produce(Vec::new()),
+            })
+            .collect();
+        for (i, rec) in current {
+            if let Outcome::Produce(records) = &mut outcomes[i] {
+                records.push(rec);
+            }
+        }
+        outcomes
+    }
+}
+
+impl Stage {
+    /// Runs one transform over the records in flight and returns the records
+    /// it produced. Events it fails on are marked in `failed` and their
+    /// records leave the chain.
+    fn run<E: ChainEvent>(
+        &mut self,
+        current: Vec<(usize, KafkaRecord)>,
+        events: &mut [Option<WitEvent>],
+        batch: &[E],
+        failed: &mut [Option<Failure>],
+        observer: &dyn ChainObserver,
+    ) -> Vec<(usize, KafkaRecord)> {
+        // Move each event into its first input and clone only for fan-out,
+        // so a 1:1 chain copies nothing; the events are moved back after.
+        let mut owners = Vec::with_capacity(current.len());
+        let mut inputs: Vec<Input> = Vec::with_capacity(current.len());
+        for (i, record) in current {
+            // Records of one event are contiguous, so a fan-out copy clones
+            // the input just before it.
+            let event = match events[i].take() {
+                Some(e) => e,
+                None => match (owners.last(), inputs.last()) {
+                    (Some(&o), Some(prev)) if o == i => prev.event.clone(),
+                    _ => batch[i].to_wit(),
+                },
+            };
+            owners.push(i);
+            inputs.push(Input { event, record });
+        }
+
+        let results = self.call(&inputs, observer);
+
+        let mut next = Vec::with_capacity(inputs.len());
+        // Events that came in with records and leave with none were dropped
+        // by this transform; `owners` is in event order.
+        let mut dropped = 0;
+        let mut last_owner = None;
+        let mut kept_last = false;
+        for ((input, i), result) in inputs.into_iter().zip(owners).zip(results) {
+            if last_owner != Some(i) {
+                if last_owner.is_some() && !kept_last {
+                    dropped += 1;
+                }
+                last_owner = Some(i);
+                kept_last = false;
+            }
+            if events[i].is_none() {
+                events[i] = Some(input.event);
+            }
+            if failed[i].is_some() {
+                kept_last = true; // counted as a failure, not a drop
+                continue;
+            }
+            match result {
+                Ok(records) => {
+                    kept_last |= !records.is_empty();
+                    next.extend(records.into_iter().map(|r| (i, r)));
+                }
+                Err(CallError { reason, error }) => {
+                    kept_last = true;
+                    observer.failed(self.index, reason);
+                    tracing::error!(
+                        event_key = batch[i].key(),
+                        transform = &*self.loaded.name,
+                        "transform failed on event {}: {error}",
+                        batch[i].key()
+                    );
+                    failed[i] = Some(Failure {
+                        stage: self.index,
+                        transform: self.loaded.name.to_string(),
+                        reason,
+                        error,
+                    });
+                }
+            }
+        }
+        if last_owner.is_some() && !kept_last {
+            dropped += 1;
+        }
+        if dropped > 0 {
+            observer.dropped(self.index, dropped);
+        }
+        // An event that failed loses every record, including ones produced
+        // from its other fan-out branches: all or nothing per event.
+        next.retain(|(i, _)| failed[*i].is_none());
+        next
+    }
+
+    /// Calls the transform on a batch; on a fault, rebuilds the instance and
+    /// retries the inputs one by one so that only the culprit fails.
+    fn call(
+        &mut self,
+        inputs: &[Input],
+        observer: &dyn ChainObserver,
+    ) -> Vec<Result<Vec<KafkaRecord>, CallError>> {
+        if let [input] = inputs {
+            return vec![self.call_one(input, observer)];
+        }
+        match self.call_once(inputs, observer) {
+            Ok(outputs) => outputs.into_iter().map(output_to_result).collect(),
+            Err(fault) => {
+                tracing::warn!(
+                    transform = &*self.loaded.name,
+                    "transform {fault} on a batch of {}; retrying its events one by one",
+                    inputs.len()
+                );
+                inputs
+                    .iter()
+                    .map(|input| self.call_one(input, observer))
+                    .collect()
+            }
+        }
+    }
+
+    /// One input alone. A fault on an instance that earlier calls had used
+    /// may be the instance's doing, not this event's (a guest heap that grows
+    /// over many events reaches the memory cap on whichever event comes
+    /// next), so the event gets a second try on a fresh instance before it
+    /// is blamed.
+    fn call_one(
+        &mut self,
+        input: &Input,
+        observer: &dyn ChainObserver,
+    ) -> Result<Vec<KafkaRecord>, CallError> {
+        let was_used = self.instance.as_ref().is_some_and(|i| i.calls() > 0);
+        let mut result = self.call_once(std::slice::from_ref(input), observer);
+        if result.is_err() && was_used {
+            result = self.call_once(std::slice::from_ref(input), observer);
+        }
+        match result {
+            Ok(mut out) => output_to_result(out.remove(0)),
+            Err(fault) => Err(CallError {
+                reason: fault.reason(),
+                error: fault.to_string(),
+            }),
+        }
+    }
+
+    fn call_once(
+        &mut self,
+        inputs: &[Input],
+        observer: &dyn ChainObserver,
+    ) -> Result<Vec<Output>, Fault> {
+        let instance = match self.instance.as_mut() {
+            Some(i) => i,
+            None => {
+                let fresh = self
+                    .loaded
+                    .instantiate()
+                    .map_err(|e| Fault::Trap(e.to_string()))?;
+                self.instance.insert(fresh)
+            }
+        };
+        let started = Instant::now();
+        let result = instance.process(inputs);
+        observer.called(self.index, started.elapsed());
+        result.inspect_err(|_| {
+            // wasmtime will not re-enter an instance that trapped: start over.
+            self.instance = None;
+        })
+    }
+}
+
+/// Why one input failed: the failure metrics' reason label, and the message.
+struct CallError {
+    reason: &'static str,
+    error: String,
+}
+
+fn output_to_result(o: Output) -> Result<Vec<KafkaRecord>, CallError> {
+    match o {
+        Output::Records(r) => Ok(r),
+        Output::Error(e) => Err(CallError {
+            reason: "error",
+            error: format!("returned an error: {e}"),
+        }),
+    }
+}

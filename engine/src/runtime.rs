@@ -1,0 +1,433 @@
+//! Loading and running one transform component under wasmtime: compile once,
+//! check it against our WIT world, and run instances with a memory cap and a
+//! per-call deadline. A fault costs the instance, never the host.
+
+use crate::bindings::{self, Input, Level, Output, Transform, TransformPre};
+use crate::error::{LoadError, Problem};
+use crate::spec::{Code, Limits, TransformSpec};
+use anyhow::{anyhow, Context, Result};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Engine, Store, Trap};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// How often the epoch advances; call deadlines are counted in these ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+/// How much of a guest's stderr is kept to explain a trap (a panic message).
+const STDERR_TAIL: usize = 4096;
+
+/// The wasmtime engine and linker shared by every transform.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<GuestState>,
+    cache: Option<crate::cache::CompileCache>,
+}
+
+impl Runtime {
+    pub fn new() -> Result<Self> {
+        let mut config = wasmtime::Config::new();
+        config.wasm_component_model(true);
+        // Epoch interruption costs far less per call than fuel and bounds
+        // wall-clock time, which is what an operator cares about.
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(|e| anyhow!("cannot start wasmtime: {e}"))?;
+        let mut linker = Linker::new(&engine);
+        // Guests built for wasm32-wasip2 import WASI even when unused; they get
+        // an empty context: no files, sockets, environment or arguments.
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        Transform::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .context("cannot start the transform timer thread")?;
+        Ok(Runtime {
+            engine,
+            linker,
+            cache: crate::cache::CompileCache::from_env(),
+        })
+    }
+
+    /// Reads, compiles and type-checks a transform. Every failure is one line
+    /// that names the transform and says what to fix.
+    pub fn load(&self, spec: &TransformSpec) -> Result<LoadedTransform, LoadError> {
+        let name = &spec.name;
+        let code = spec.code.describe();
+        let fail = |problem| LoadError::new(name, problem);
+        let owned;
+        let bytes: &[u8] = match &spec.code {
+            Code::Embedded { bytes, .. } => bytes,
+            Code::File(path) => {
+                owned = std::fs::read(path).map_err(|error| {
+                    fail(Problem::Unreadable {
+                        code: code.clone(),
+                        error,
+                    })
+                })?;
+                &owned
+            }
+        };
+        check_header(bytes, &code).map_err(fail)?;
+        let compiled = match &self.cache {
+            Some(cache) => cache.load(&self.engine, bytes),
+            None => Component::new(&self.engine, bytes),
+        };
+        let component = compiled.map_err(|e| {
+            fail(Problem::Invalid {
+                code: code.clone(),
+                detail: one_line(&e),
+            })
+        })?;
+        check_world_version(&self.engine, &component, &code).map_err(fail)?;
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            fail(Problem::MissingImport {
+                code: code.clone(),
+                detail: one_line(&e),
+            })
+        })?;
+        let pre = TransformPre::new(pre).map_err(|e| {
+            fail(Problem::WorldMismatch {
+                code: code.clone(),
+                package: bindings::WIT_PACKAGE,
+                version: bindings::WIT_VERSION,
+                detail: one_line(&e),
+            })
+        })?;
+        Ok(LoadedTransform {
+            name: Arc::from(name.as_str()),
+            engine: self.engine.clone(),
+            pre,
+            limits: spec.limits.clone(),
+            config: Arc::new(spec.config.clone()),
+        })
+    }
+}
+
+fn check_header(bytes: &[u8], code: &str) -> Result<(), Problem> {
+    let code = code.to_string();
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(Problem::NotWasm { code });
+    }
+    // Core modules are version 1 with layer 0; components carry layer 1.
+    if bytes[4..8] == [1, 0, 0, 0] {
+        return Err(Problem::CoreModule { code });
+    }
+    Ok(())
+}
+
+/// Says clearly when a component was built for another version of our WIT
+/// package, instead of a type-check error about missing exports.
+fn check_world_version(engine: &Engine, component: &Component, code: &str) -> Result<(), Problem> {
+    let prefix = format!("{}/transformer@", bindings::WIT_PACKAGE);
+    let ty = component.component_type();
+    let exports: Vec<&str> = ty.exports(engine).map(|(n, _)| n).collect();
+    match exports.iter().find_map(|n| n.strip_prefix(&prefix)) {
+        Some(v) if bindings::version_is_compatible(v) => Ok(()),
+        Some(v) => Err(Problem::OtherVersion {
+            code: code.to_string(),
+            package: bindings::WIT_PACKAGE,
+            found: v.to_string(),
+            accepted: bindings::WIT_VERSION,
+        }),
+        None => Err(Problem::NotATransform {
+            code: code.to_string(),
+            exports: exports.join(", "),
+            package: bindings::WIT_PACKAGE,
+        }),
+    }
+}
+
+/// wasmtime's errors and ours both print their cause chain with `{:#}`.
+fn one_line(e: &impl std::fmt::Display) -> String {
+    format!("{e:#}").replace('\n', " ")
+}
+
+/// A compiled, type-checked transform, ready to instantiate cheaply.
+pub struct LoadedTransform {
+    pub name: Arc<str>,
+    engine: Engine,
+    pre: TransformPre<GuestState>,
+    limits: Limits,
+    config: Arc<Vec<(String, String)>>,
+}
+
+impl LoadedTransform {
+    /// A fresh instance with `init` already called.
+    pub fn instantiate(&self) -> Result<Instance, LoadError> {
+        let stderr = TailPipe::default();
+        let mut wasi = wasmtime_wasi::WasiCtxBuilder::new();
+        wasi.stderr(stderr.clone());
+        let state = GuestState {
+            name: self.name.clone(),
+            config: self.config.clone(),
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            memory_cap: self.limits.memory as usize,
+            hit_memory_cap: false,
+            last_panic: None,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| s);
+        let ticks = self.deadline_ticks();
+        store.set_epoch_deadline(ticks);
+        let bindings = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| LoadError::new(&self.name, Problem::Instantiate(one_line(&e))))?;
+        let mut instance = Instance {
+            calls: 0,
+            store,
+            bindings,
+            stderr,
+            ticks,
+            limits: self.limits.clone(),
+        };
+        match instance.call_init() {
+            Ok(Ok(())) => Ok(instance),
+            Ok(Err(msg)) => Err(LoadError::new(&self.name, Problem::InitRefused(msg))),
+            Err(fault) => Err(LoadError::new(&self.name, Problem::InitFault(fault))),
+        }
+    }
+
+    fn deadline_ticks(&self) -> u64 {
+        (self.limits.timeout.as_nanos() / EPOCH_TICK.as_nanos()).max(1) as u64 + 1
+    }
+}
+
+/// One running instance of a transform.
+pub struct Instance {
+    /// Calls made so far (`init` excluded).
+    calls: u64,
+    store: Store<GuestState>,
+    bindings: Transform,
+    stderr: TailPipe,
+    ticks: u64,
+    limits: Limits,
+}
+
+impl Instance {
+    fn call_init(&mut self) -> Result<Result<(), String>, Fault> {
+        self.store.set_epoch_deadline(self.ticks);
+        let r = self
+            .bindings
+            .cvp_stream_transform_transformer()
+            .call_init(&mut self.store);
+        r.map_err(|e| self.classify(e))
+    }
+
+    /// Runs one batch. `Err` means the instance is unusable and must be
+    /// replaced (wasmtime will not re-enter an instance that trapped).
+    pub fn process(&mut self, batch: &[Input]) -> Result<Vec<Output>, Fault> {
+        self.calls += 1;
+        self.store.set_epoch_deadline(self.ticks);
+        let outputs = self
+            .bindings
+            .cvp_stream_transform_transformer()
+            .call_process(&mut self.store, batch)
+            .map_err(|e| self.classify(e))?;
+        if outputs.len() != batch.len() {
+            return Err(Fault::Contract(format!(
+                "returned {} outputs for {} inputs (must be exactly one per input)",
+                outputs.len(),
+                batch.len()
+            )));
+        }
+        Ok(outputs)
+    }
+
+    pub fn calls(&self) -> u64 {
+        self.calls
+    }
+
+    fn classify(&mut self, e: wasmtime::Error) -> Fault {
+        if self.store.data().hit_memory_cap {
+            return Fault::Memory(self.limits.memory);
+        }
+        match e.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => Fault::Timeout(self.limits.timeout),
+            _ => {
+                let panic = self.store.data_mut().last_panic.take();
+                // Errors are one line: a guest's message may not be.
+                let stderr = panic
+                    .or_else(|| self.stderr.last_line())
+                    .map(|m| m.split_whitespace().collect::<Vec<_>>().join(" "));
+                let trap = e.root_cause().to_string();
+                Fault::Trap(match stderr {
+                    Some(msg) => format!("{msg} ({trap})"),
+                    None => trap,
+                })
+            }
+        }
+    }
+}
+
+/// Why a call into a transform failed as a whole.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    Trap(String),
+    Timeout(Duration),
+    Memory(u64),
+    Contract(String),
+}
+
+impl Fault {
+    /// The `reason` label of the failure metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Fault::Trap(_) => "trap",
+            Fault::Timeout(_) => "timeout",
+            Fault::Memory(_) => "memory",
+            Fault::Contract(_) => "contract",
+        }
+    }
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fault::Trap(m) => write!(f, "trapped: {m}"),
+            Fault::Timeout(d) => write!(f, "timed out after {}", humantime::format_duration(*d)),
+            Fault::Memory(cap) => write!(f, "exceeded its memory limit of {} MiB", cap >> 20),
+            Fault::Contract(m) => write!(f, "broke the contract: {m}"),
+        }
+    }
+}
+
+/// Per-instance host state.
+pub struct GuestState {
+    name: Arc<str>,
+    config: Arc<Vec<(String, String)>>,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    memory_cap: usize,
+    hit_memory_cap: bool,
+    /// A panic message the guest logged (the Rust SDK's panic hook does)
+    /// during the current call: the best explanation of the trap after it.
+    last_panic: Option<String>,
+}
+
+impl WasiView for GuestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl wasmtime::ResourceLimiter for GuestState {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_cap {
+            // Refuse the growth (the guest sees an allocation failure and
+            // usually traps); remember why so the error can say so.
+            self.hit_memory_cap = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+impl bindings::cvp_stream::transform::host::Host for GuestState {
+    fn log(&mut self, level: Level, message: String) {
+        if level == Level::Error && message.starts_with("panic: ") {
+            self.last_panic = Some(message.clone());
+        }
+        let transform = &*self.name;
+        match level {
+            Level::Trace => tracing::trace!(transform, "{message}"),
+            Level::Debug => tracing::debug!(transform, "{message}"),
+            Level::Info => tracing::info!(transform, "{message}"),
+            Level::Warn => tracing::warn!(transform, "{message}"),
+            Level::Error => tracing::error!(transform, "{message}"),
+        }
+    }
+
+    fn config(&mut self) -> Vec<(String, String)> {
+        self.config.as_ref().clone()
+    }
+}
+
+impl bindings::cvp_stream::transform::types::Host for GuestState {}
+
+/// Keeps the last few KiB a guest wrote to stderr, so that a panic message
+/// can be shown with the trap it caused, without letting a chatty guest grow
+/// host memory.
+#[derive(Clone, Default)]
+struct TailPipe(Arc<Mutex<VecDeque<u8>>>);
+
+impl TailPipe {
+    fn last_line(&self) -> Option<String> {
+        let buf = self.0.lock().ok()?;
+        let bytes: Vec<u8> = buf.iter().copied().collect();
+        let text = String::from_utf8_lossy(&bytes);
+        text.lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with("note:"))
+            .map(str::to_string)
+    }
+}
+
+impl wasmtime_wasi::cli::IsTerminal for TailPipe {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl wasmtime_wasi::cli::StdoutStream for TailPipe {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(tokio::io::sink())
+    }
+
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for TailPipe {
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for TailPipe {
+    fn write(&mut self, bytes: bytes::Bytes) -> StreamResult<()> {
+        if let Ok(mut buf) = self.0.lock() {
+            buf.extend(bytes.iter());
+            let excess = buf.len().saturating_sub(STDERR_TAIL);
+            buf.drain(..excess);
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(64 * 1024)
+    }
+}

@@ -1,0 +1,125 @@
+//! `cvp-stream transform test`: runs one component over recorded events and
+//! prints what it would produce, without CVP or Kafka. The events go through
+//! the same merge as the live source and the same chain as `run`.
+
+use crate::event::SourceEvent;
+use crate::sinks::describe;
+use crate::sources::cvp::EventCache;
+use crate::transforms::{PipelineConfig, TransformConfig, TransformStage};
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use cvp_transform_engine::{Failure, Outcome};
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct TransformTestArgs {
+    /// The component (.wasm), or builtin:title-to-key.
+    pub component: PathBuf,
+    /// A `config:` entry for the transform, KEY=VALUE; VALUE is YAML, so
+    /// `sites={JPE1: dc1}` gives a map. Repeatable.
+    #[arg(long = "config", value_name = "KEY=VALUE")]
+    pub config: Vec<String>,
+    /// JSONL of EventStreamResponse (protobuf JSON), e.g. a CVP recording;
+    /// default: a built-in set of sample events.
+    #[arg(long)]
+    pub events: Option<PathBuf>,
+    /// The topic of the record the transform receives.
+    #[arg(long, default_value = "cvp-events")]
+    pub topic: String,
+}
+
+/// The events `transform test` uses when given no `--events`.
+const BUILT_IN_EVENTS: &str = include_str!("../../../simulator/testdata/sample-events.jsonl");
+
+pub fn run(args: TransformTestArgs) -> Result<()> {
+    let transform = transform_for(&args)?;
+    let pipeline = PipelineConfig::default();
+    let mut chain = TransformStage::load(std::slice::from_ref(&transform), &pipeline, &args.topic)?;
+    let (source, text) = match &args.events {
+        Some(path) => (
+            path.display().to_string(),
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?,
+        ),
+        None => (
+            "the built-in sample events".to_string(),
+            BUILT_IN_EVENTS.to_string(),
+        ),
+    };
+    let events = replay(&text, &source)?;
+    // In batches of pipeline.batch_size, as `run` hands them over.
+    let outcomes: Vec<Outcome> = events
+        .chunks(pipeline.batch_size)
+        .flat_map(|batch| chain.process(batch))
+        .collect();
+
+    let mut out = std::io::stdout().lock();
+    let mut failures = 0;
+    for (ev, outcome) in events.iter().zip(outcomes) {
+        let op = format!("{:?}", ev.op).to_uppercase();
+        match outcome {
+            Outcome::Produce(records) if records.is_empty() => {
+                writeln!(out, "{} {op}: dropped", ev.key())?
+            }
+            Outcome::Produce(records) => {
+                for r in records {
+                    writeln!(out, "{} {op}: {}", ev.key(), describe(&r))?;
+                }
+            }
+            Outcome::Failed(Failure {
+                transform, error, ..
+            }) => {
+                failures += 1;
+                writeln!(out, "{} {op}: error in {transform}: {error}", ev.key())?;
+            }
+        }
+    }
+    if failures > 0 {
+        bail!(
+            "the transform failed on {failures} of {} events",
+            events.len()
+        );
+    }
+    Ok(())
+}
+
+/// The transform with its `--config k=v` values, which are YAML, so
+/// `sites={a: b}` and `fields=[key, title]` give maps and lists.
+fn transform_for(args: &TransformTestArgs) -> Result<TransformConfig> {
+    let name = args
+        .component
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "transform".into());
+    let mut transform = TransformConfig::new(name, args.component.clone());
+    for kv in &args.config {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--config {kv:?}: expected KEY=VALUE"))?;
+        let value: serde_yaml::Value =
+            serde_yaml::from_str(v).unwrap_or_else(|_| serde_yaml::Value::String(v.to_string()));
+        transform.config.insert(k.to_string(), value);
+    }
+    transform.validate()?;
+    Ok(transform)
+}
+
+/// JSONL of EventStreamResponse (protobuf JSON), merged as CVP's stream is
+/// merged by `run`. Every operation is kept.
+fn replay(text: &str, source: &str) -> Result<Vec<SourceEvent>> {
+    let mut cache = EventCache::new(1_000_000);
+    let mut events = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let resp = cvp_proto::json::parse_stream_response(line)
+            .map_err(|e| anyhow!("{source}:{}: {e}", i + 1))?;
+        events.extend(cache.apply(resp));
+    }
+    if events.is_empty() {
+        bail!("{source} holds no events");
+    }
+    Ok(events)
+}

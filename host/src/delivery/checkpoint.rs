@@ -1,0 +1,204 @@
+//! Delivery progress that survives a restart. The sink writes it as the
+//! server acknowledges events (see `tracker.rs`); the source reads it at
+//! start-up and forwards whatever changed after it.
+//!
+//! Written to a temporary file, fsynced, renamed over the old one and the
+//! directory fsynced: a crash leaves either the old checkpoint or the new,
+//! never a torn one.
+
+use super::SharedTracker;
+use anyhow::{anyhow, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+/// The `checkpoint:` block: progress that survives a restart, the last
+/// event fully acknowledged (in order), written atomically and fsynced.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    pub path: PathBuf,
+    /// How often it is written while events flow (and always at shutdown).
+    #[serde(default = "default_interval", with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+fn default_interval() -> Duration {
+    Duration::from_secs(1)
+}
+
+impl CheckpointConfig {
+    /// The directory must exist: found now, not at the first write.
+    pub fn validate(&self) -> Result<()> {
+        let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty());
+        if let Some(dir) = dir.filter(|d| !d.is_dir()) {
+            anyhow::bail!(
+                "checkpoint.path {}: the directory {} does not exist",
+                self.path.display(),
+                dir.display()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Writes the checkpoint as delivery progresses, at most every `interval`.
+pub struct CheckpointWriter {
+    path: PathBuf,
+    interval: Duration,
+    last_written: Instant,
+    written_watermark: i64,
+}
+
+impl CheckpointWriter {
+    pub fn new(cfg: &CheckpointConfig) -> CheckpointWriter {
+        CheckpointWriter {
+            path: cfg.path.clone(),
+            interval: cfg.interval,
+            last_written: Instant::now(),
+            written_watermark: 0,
+        }
+    }
+
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// Writes when progress was made and `interval` has passed (or `force`).
+    /// Never a checkpoint that knows nothing (0): a restart from it would
+    /// replay CVP's whole state.
+    pub fn maybe_write(&mut self, tracker: &SharedTracker, force: bool) {
+        if !force && self.last_written.elapsed() < self.interval {
+            return;
+        }
+        let cp = {
+            let tracker = tracker.lock();
+            let watermark = tracker.resume_point();
+            if watermark == 0 || (watermark == self.written_watermark && !force) {
+                return;
+            }
+            Checkpoint::new(watermark, tracker.delivered_beyond(watermark))
+        };
+        let watermark = cp.delivered_up_to;
+        match write(&self.path, &cp) {
+            Ok(()) => self.written_watermark = watermark,
+            // Not fatal: the next write may succeed; meanwhile a restart
+            // resends from the older checkpoint (duplicates, not loss).
+            Err(e) => tracing::error!("{e:#}"),
+        }
+        self.last_written = Instant::now();
+    }
+}
+
+const VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub version: u32,
+    /// Every event up to this one (in the order CVP sent them) is fully
+    /// acknowledged by Kafka: its time, ns since the Unix epoch.
+    pub delivered_up_to: i64,
+    /// The same, readable (RFC 3339); informational.
+    #[serde(default)]
+    pub delivered_up_to_utc: String,
+    /// Events after that point that Kafka also acknowledged (deliveries
+    /// complete out of order): (event key, event time in ns). On resume
+    /// they are not sent again.
+    #[serde(default)]
+    pub also_delivered: Vec<(String, i64)>,
+}
+
+impl Checkpoint {
+    pub fn new(delivered_up_to: i64, also_delivered: Vec<(String, i64)>) -> Checkpoint {
+        Checkpoint {
+            version: VERSION,
+            delivered_up_to,
+            delivered_up_to_utc: utc(delivered_up_to),
+            also_delivered,
+        }
+    }
+}
+
+fn utc(nanos: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_nanos(nanos.max(0) as u64);
+    humantime::format_rfc3339_nanos(t).to_string()
+}
+
+/// The checkpoint at `path`; `None` when there is none yet (first start).
+pub fn read(path: &Path) -> Result<Option<Checkpoint>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(anyhow!(
+                "checkpoint.path {}: cannot read it: {e}",
+                path.display()
+            ))
+        }
+    };
+    let cp: Checkpoint = serde_json::from_str(&text).map_err(|e| {
+        anyhow!(
+            "checkpoint.path {} is not a cvp-stream checkpoint ({e}); move it away to start afresh",
+            path.display()
+        )
+    })?;
+    if cp.version != VERSION {
+        return Err(anyhow!(
+            "checkpoint.path {} has version {}; this cvp-stream reads version {VERSION}",
+            path.display(),
+            cp.version
+        ));
+    }
+    Ok(Some(cp))
+}
+
+/// Replaces the checkpoint at `path` atomically and durably.
+pub fn write(path: &Path, cp: &Checkpoint) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = path.with_extension("tmp");
+    let body = serde_json::to_vec_pretty(cp)?;
+    let result = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&body)?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        // The rename itself is durable only once the directory is synced.
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    result.with_context(|| format!("cannot write checkpoint {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_missing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp.json");
+        assert_eq!(read(&path).unwrap(), None);
+        let cp = Checkpoint::new(1_700_000_000_123_456_789, vec![("k".into(), 5)]);
+        write(&path, &cp).unwrap();
+        assert_eq!(read(&path).unwrap(), Some(cp.clone()));
+        assert_eq!(cp.delivered_up_to_utc, "2023-11-14T22:13:20.123456789Z");
+        // A second write replaces it; no temporary file is left behind.
+        let cp2 = Checkpoint::new(2, vec![]);
+        write(&path, &cp2).unwrap();
+        assert_eq!(read(&path).unwrap(), Some(cp2));
+        assert!(!path.with_extension("tmp").exists());
+    }
+
+    #[test]
+    fn a_foreign_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp.json");
+        std::fs::write(&path, "hello").unwrap();
+        let e = read(&path).unwrap_err().to_string();
+        assert!(e.contains("is not a cvp-stream checkpoint"), "{e}");
+    }
+}

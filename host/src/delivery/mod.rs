@@ -1,0 +1,154 @@
+//! The delivery wing: what every sink shares between "the transform stage
+//! made these records" and "the server has them".
+//!
+//! - `tracker.rs`: which events are fully delivered, and so the resume point
+//!   (events are registered by the source, settled by the sink);
+//! - `checkpoint.rs`: that resume point kept on disk across restarts;
+//! - `policy.rs`: `on_error`, applied to an event a transform failed on;
+//! - `dead_letter.rs`: the records that say what failed and why;
+//! - [`Ledger`]: the books a sink keeps while records are in flight, tying
+//!   the above together, with a [`DeliveryObserver`] for those who measure.
+
+pub mod checkpoint;
+pub mod dead_letter;
+pub mod policy;
+mod tracker;
+
+pub use checkpoint::{CheckpointConfig, CheckpointWriter};
+pub use policy::OnError;
+pub use tracker::{SharedTracker, Tracker};
+
+use crate::metrics;
+use cvp_transform_engine::KafkaRecord;
+
+/// What the transform stage hands the sink for one event.
+pub struct Delivery {
+    /// The event's number in the delivery tracker.
+    pub seq: u64,
+    /// The CVP event key, for log lines about this event.
+    pub event_key: String,
+    /// When the change happened at CVP (ns since the epoch), for latency;
+    /// `None` for a deletion, whose merged event carries the time of its
+    /// last state, not of the deletion.
+    pub changed_at: Option<i64>,
+    pub outcome: Outcome,
+}
+
+/// What became of one event in the transform stage.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Records to deliver, in order. Empty: a transform dropped it.
+    Records(Vec<KafkaRecord>),
+    /// A transform failed on it; its policy says what to do.
+    Failed(TransformFailure),
+}
+
+#[derive(Debug)]
+pub struct TransformFailure {
+    pub transform: String,
+    /// trap, timeout, memory, contract or error (the guest returned one).
+    pub reason: &'static str,
+    pub error: String,
+    pub policy: OnError,
+    /// The merged event as JSON, only when the policy is `dead_letter`.
+    pub event_json: Option<Vec<u8>>,
+}
+
+/// Counts for the end-of-run summary and tests.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DeliveryStats {
+    pub events: u64,
+    pub produced: u64,
+    pub dropped: u64,
+    pub failed_transform: u64,
+    pub failed_delivery: u64,
+}
+
+/// Told of every acknowledged record: how benchmarks measure latency and
+/// throughput without fields of their own in the sinks.
+pub trait DeliveryObserver: Send + Sync {
+    /// A record of an event that changed at `changed_at` (ns since the
+    /// epoch; `None` for deletions and dead letters) was acknowledged.
+    fn acknowledged(&self, changed_at: Option<i64>);
+}
+
+/// The books a sink keeps: counts, the tracker, the checkpoint writer, and
+/// an observer if someone is measuring.
+pub struct Ledger {
+    pub stats: DeliveryStats,
+    pub tracker: SharedTracker,
+    checkpoint: Option<CheckpointWriter>,
+    observer: Option<std::sync::Arc<dyn DeliveryObserver>>,
+}
+
+impl Ledger {
+    pub fn new(
+        tracker: SharedTracker,
+        checkpoint: Option<CheckpointWriter>,
+        observer: Option<std::sync::Arc<dyn DeliveryObserver>>,
+    ) -> Ledger {
+        Ledger {
+            stats: DeliveryStats::default(),
+            tracker,
+            checkpoint,
+            observer,
+        }
+    }
+
+    /// How often [`Ledger::publish_progress`] should run: the checkpoint's
+    /// interval, else once a second for the gauges.
+    pub fn progress_interval(&self) -> std::time::Duration {
+        self.checkpoint
+            .as_ref()
+            .map_or(std::time::Duration::from_secs(1), |c| c.interval())
+    }
+
+    /// The transform stage made `records` records of event `seq`.
+    pub fn expect(&mut self, seq: u64, records: u32) {
+        self.tracker.lock().expect(seq, records);
+    }
+
+    /// One record of event `seq` is acknowledged by the server.
+    pub fn acknowledged(&mut self, seq: u64, changed_at: Option<i64>) {
+        self.stats.produced += 1;
+        if let Some(o) = &self.observer {
+            o.acknowledged(changed_at);
+        }
+        self.tracker.lock().settle(seq);
+    }
+
+    /// One record of event `seq` is settled without being delivered (lost,
+    /// and said so in the log).
+    pub fn given_up(&mut self, seq: u64) {
+        self.stats.failed_delivery += 1;
+        self.tracker.lock().settle(seq);
+    }
+
+    /// One record of event `seq` failed and is replaced by a dead letter:
+    /// the event still waits for one record.
+    pub fn replaced_by_dead_letter(&mut self, seq: u64) {
+        self.stats.failed_delivery += 1;
+        let mut t = self.tracker.lock();
+        t.add(seq);
+        t.settle(seq);
+    }
+
+    /// The delivered-up-to gauge and the checkpoint: the resume point scans
+    /// the events in flight, so on a timer (and at the end), not per batch.
+    pub fn publish_progress(&mut self) {
+        metrics::get().set_delivered_up_to(self.tracker.lock().resume_point());
+        if let Some(cp) = &mut self.checkpoint {
+            cp.maybe_write(&self.tracker, false);
+        }
+    }
+
+    /// At the end of a run: the last progress, the checkpoint written
+    /// whatever its interval.
+    pub fn finish(&mut self) -> DeliveryStats {
+        metrics::get().set_delivered_up_to(self.tracker.lock().resume_point());
+        if let Some(cp) = &mut self.checkpoint {
+            cp.maybe_write(&self.tracker, true);
+        }
+        self.stats
+    }
+}

@@ -1,0 +1,65 @@
+//! `sink.kafka`: the cluster, the topic, librdkafka properties, and what to
+//! do with records that cannot be delivered.
+
+use crate::config::units::{de_size, ScalarText};
+use anyhow::{bail, Result};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    pub brokers: String,
+    pub topic: String,
+    /// Passed to librdkafka as they are (SASL, SSL, batching, ...), after
+    /// and so over our defaults.
+    #[serde(default)]
+    pub properties: BTreeMap<String, ScalarText>,
+    /// How long shutdown waits for outstanding deliveries.
+    #[serde(default = "default_flush_timeout", with = "humantime_serde")]
+    pub flush_timeout: Duration,
+    /// Where records go that cannot be delivered (too large, topic not
+    /// authorised) and events whose transform failed with `on_error:
+    /// dead_letter`. Without it such records are logged and counted.
+    #[serde(default)]
+    pub dead_letter_topic: Option<String>,
+    /// Most data librdkafka queues while Kafka is slow or down; when full,
+    /// the host stops reading from CVP (backpressure) instead of growing.
+    #[serde(default = "default_queue_size", deserialize_with = "de_size")]
+    pub max_queue_size: u64,
+}
+
+impl KafkaConfig {
+    /// `topic` on `brokers`, with every default.
+    pub fn new(brokers: impl Into<String>, topic: impl Into<String>) -> KafkaConfig {
+        KafkaConfig {
+            brokers: brokers.into(),
+            topic: topic.into(),
+            properties: BTreeMap::new(),
+            flush_timeout: default_flush_timeout(),
+            dead_letter_topic: None,
+            max_queue_size: default_queue_size(),
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.topic.trim().is_empty() {
+            bail!("sink.kafka.topic is empty");
+        }
+        if self.max_queue_size < 1 << 20 {
+            bail!("sink.kafka.max_queue_size must be at least 1MiB");
+        }
+        Ok(())
+    }
+}
+
+fn default_queue_size() -> u64 {
+    // Each queued record costs librdkafka and the sink several times its
+    // payload; 8 MiB of payload is ~15,000 records, plenty to batch.
+    8 << 20
+}
+
+fn default_flush_timeout() -> Duration {
+    Duration::from_secs(30)
+}

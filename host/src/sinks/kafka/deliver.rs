@@ -1,0 +1,447 @@
+//! From deliveries to acknowledgements: each event's records are enqueued
+//! with librdkafka as they come and their deliveries awaited concurrently;
+//! each acknowledgement settles a record in the ledger. A record Kafka will
+//! not take goes to the dead-letter topic in its place.
+
+use super::KafkaSink;
+use crate::delivery::{dead_letter, policy, Delivery, DeliveryStats, Ledger, OnError, Outcome};
+use crate::metrics;
+use anyhow::Result;
+use cvp_transform_engine::{Header as WitHeader, KafkaRecord};
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use prometheus_client::metrics::counter::Counter;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::FutureRecord;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// One record's delivery: what it settles to, and for which event.
+struct Settled {
+    origin: OwnedOrigin,
+    topic: String,
+    sent: Instant,
+    /// This record is itself a dead letter: if it fails, it is lost.
+    dead_letter: bool,
+    result: Result<(i32, i64), Undelivered>,
+}
+
+/// A record Kafka will not take, and why.
+struct Undelivered {
+    error: String,
+    code: Option<RDKafkaErrorCode>,
+    /// The record as it was (librdkafka hands it back with the error).
+    record: Option<KafkaRecord>,
+}
+
+/// The event a record belongs to.
+struct RecordOrigin<'a> {
+    seq: u64,
+    event_key: &'a str,
+    changed_at: Option<i64>,
+}
+
+struct OwnedOrigin {
+    seq: u64,
+    event_key: String,
+    changed_at: Option<i64>,
+}
+
+impl<'a> RecordOrigin<'a> {
+    /// A dead letter's latency is not the pipeline's: not measured.
+    fn dead_letter(seq: u64, event_key: &'a str) -> RecordOrigin<'a> {
+        RecordOrigin {
+            seq,
+            event_key,
+            changed_at: None,
+        }
+    }
+
+    fn to_owned(&self) -> OwnedOrigin {
+        OwnedOrigin {
+            seq: self.seq,
+            event_key: self.event_key.to_string(),
+            changed_at: self.changed_at,
+        }
+    }
+}
+
+type Pending = Pin<Box<dyn Future<Output = Settled> + Send>>;
+
+/// What the sink keeps while records are in flight.
+struct SendState {
+    ledger: Ledger,
+    /// Per-topic counters, looked up once per topic.
+    produced: HashMap<String, Counter>,
+    /// Records that failed and are to be re-sent to the dead-letter topic.
+    redirect: Vec<(u64, String, KafkaRecord)>,
+    dead_letter_topic: Option<String>,
+    /// Shutdown came while Kafka's queue was full (Kafka away): what was
+    /// not handed over stays undelivered, for the next start.
+    abandoned: bool,
+    shutdown: CancellationToken,
+}
+
+impl KafkaSink {
+    pub async fn run(
+        self,
+        mut rx: mpsc::Receiver<Vec<Delivery>>,
+        ledger: Ledger,
+        shutdown: CancellationToken,
+    ) -> Result<DeliveryStats> {
+        let every = ledger.progress_interval();
+        let mut state = SendState {
+            ledger,
+            produced: HashMap::new(),
+            redirect: Vec::new(),
+            dead_letter_topic: self.dead_letter_topic.clone(),
+            abandoned: false,
+            shutdown,
+        };
+        // The configured topics' series exist from the start, at 0.
+        let m = metrics::get();
+        for topic in std::iter::once(&self.topic).chain(&self.dead_letter_topic) {
+            let l = metrics::labels([("topic", topic)]);
+            let _ = m.kafka_delivery_failures.get_or_create(&l);
+            let c = m.records_produced.get_or_create(&l).clone();
+            state.produced.insert(topic.clone(), c);
+        }
+        let mut pending: FuturesUnordered<Pending> = FuturesUnordered::new();
+        // Progress made by the last acknowledgements of a burst must reach
+        // the gauges and the checkpoint even when nothing follows them.
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let result: Result<()> = async {
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => state.ledger.publish_progress(),
+                    Some(done) = pending.next(), if !pending.is_empty() => {
+                        state.settle(done, pending.len());
+                        self.redirect(&mut pending, &mut state).await;
+                    }
+                    batch = rx.recv() => {
+                        let Some(batch) = batch else { return Ok(()) };
+                        for d in batch {
+                            self.deliver(d, &mut pending, &mut state).await?;
+                            if state.abandoned {
+                                break;
+                            }
+                        }
+                        self.redirect(&mut pending, &mut state).await;
+                        publish_queue_depth(pending.len());
+                        if state.abandoned {
+                            tracing::warn!("shutting down while Kafka takes nothing (its queue is full): the events not handed over are sent after the next start, from the checkpoint");
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        }
+        .await;
+
+        // Drain what is in flight, bounded by the flush timeout.
+        let drain = async {
+            while let Some(done) = pending.next().await {
+                state.settle(done, pending.len());
+                self.redirect(&mut pending, &mut state).await;
+            }
+        };
+        if tokio::time::timeout(self.flush_timeout, drain)
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                "Kafka did not acknowledge every record within sink.kafka.flush_timeout ({}); the checkpoint stops before them, so a restart sends them again",
+                humantime::format_duration(self.flush_timeout)
+            );
+        }
+        publish_queue_depth(pending.len());
+        let stats = state.ledger.finish();
+        result.map(|()| stats)
+    }
+
+    /// One event's outcome: its records, or its failure per policy.
+    async fn deliver(
+        &self,
+        d: Delivery,
+        pending: &mut FuturesUnordered<Pending>,
+        state: &mut SendState,
+    ) -> Result<()> {
+        state.ledger.stats.events += 1;
+        match d.outcome {
+            Outcome::Records(records) if records.is_empty() => {
+                state.ledger.stats.dropped += 1;
+                state.ledger.expect(d.seq, 0);
+            }
+            Outcome::Records(records) => {
+                let seq = d.seq;
+                state.ledger.expect(seq, records.len() as u32);
+                for r in records {
+                    let origin = RecordOrigin {
+                        seq,
+                        event_key: &d.event_key,
+                        changed_at: d.changed_at,
+                    };
+                    self.enqueue(origin, r, false, pending, state).await;
+                    if state.abandoned {
+                        break;
+                    }
+                }
+            }
+            Outcome::Failed(f) => {
+                policy::transform_failed(
+                    &d.event_key,
+                    &f.transform,
+                    &f.error,
+                    f.policy,
+                    &mut state.ledger.stats,
+                )?;
+                match (f.policy, &self.dead_letter_topic) {
+                    (OnError::DeadLetter, Some(topic)) => {
+                        let record = dead_letter::transform_failed(
+                            topic,
+                            &d.event_key,
+                            f.event_json,
+                            &f.transform,
+                            f.reason,
+                            &f.error,
+                        );
+                        dead_letter::count(&f.transform, f.reason);
+                        state.ledger.expect(d.seq, 1);
+                        let origin = RecordOrigin::dead_letter(d.seq, &d.event_key);
+                        self.enqueue(origin, record, true, pending, state).await;
+                    }
+                    _ => state.ledger.expect(d.seq, 0),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the records that failed to the dead-letter topic.
+    async fn redirect(&self, pending: &mut FuturesUnordered<Pending>, state: &mut SendState) {
+        while let Some((seq, event_key, record)) = state.redirect.pop() {
+            if state.abandoned {
+                return;
+            }
+            let origin = RecordOrigin::dead_letter(seq, &event_key);
+            self.enqueue(origin, record, true, pending, state).await;
+        }
+    }
+
+    async fn enqueue(
+        &self,
+        origin: RecordOrigin<'_>,
+        r: KafkaRecord,
+        dead_letter: bool,
+        pending: &mut FuturesUnordered<Pending>,
+        state: &mut SendState,
+    ) {
+        let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
+        for h in &r.headers {
+            headers = headers.insert(Header {
+                key: &h.key,
+                value: Some(&h.value),
+            });
+        }
+        loop {
+            let mut record: FutureRecord<'_, [u8], [u8]> =
+                FutureRecord::to(&r.topic).headers(headers.clone());
+            if let Some(k) = &r.key {
+                record = record.key(k.as_slice());
+            }
+            if let Some(v) = &r.value {
+                record = record.payload(v.as_slice());
+            }
+            match self.producer.send_result(record) {
+                Ok(delivery) => {
+                    let origin = origin.to_owned();
+                    let topic = r.topic.clone();
+                    let sent = Instant::now();
+                    pending.push(Box::pin(delivery.map(move |res| {
+                        let result = match res {
+                            Ok(Ok(d)) => Ok((d.partition, d.offset)),
+                            Ok(Err((e, msg))) => Err(Undelivered {
+                                code: e.rdkafka_error_code(),
+                                error: e.to_string(),
+                                record: Some(from_message(&msg)),
+                            }),
+                            Err(_) => Err(Undelivered {
+                                error: "the producer was closed".to_string(),
+                                code: None,
+                                record: None,
+                            }),
+                        };
+                        Settled {
+                            origin,
+                            topic,
+                            sent,
+                            dead_letter,
+                            result,
+                        }
+                    })));
+                    return;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    // librdkafka's queue is full: wait for a delivery to free
+                    // room. This is what stops us reading faster than Kafka
+                    // takes. With Kafka away that wait has no end, so a
+                    // shutdown must be able to cut it short.
+                    let stop = state.shutdown.clone();
+                    tokio::select! {
+                        done = pending.next() => match done {
+                            Some(done) => state.settle(done, pending.len()),
+                            None => tokio::time::sleep(Duration::from_millis(10)).await,
+                        },
+                        _ = stop.cancelled() => {
+                            state.abandoned = true;
+                            return;
+                        }
+                    }
+                }
+                Err((e, _)) => {
+                    // Refused before it was queued (e.g. larger than
+                    // message.max.bytes): as final as a failed delivery.
+                    let done = Settled {
+                        origin: origin.to_owned(),
+                        topic: r.topic.clone(),
+                        sent: Instant::now(),
+                        dead_letter,
+                        result: Err(Undelivered {
+                            code: e.rdkafka_error_code(),
+                            error: e.to_string(),
+                            record: Some(r.clone()),
+                        }),
+                    };
+                    state.settle(done, pending.len());
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl SendState {
+    fn settle(&mut self, done: Settled, in_flight: usize) {
+        let m = metrics::get();
+        m.kafka_delivery_duration
+            .observe(done.sent.elapsed().as_secs_f64());
+        let Settled {
+            origin:
+                OwnedOrigin {
+                    seq,
+                    event_key,
+                    changed_at,
+                },
+            topic,
+            dead_letter,
+            result,
+            ..
+        } = done;
+        match result {
+            Ok((partition, offset)) => {
+                self.ledger.acknowledged(seq, changed_at);
+                match self.produced.get(&topic) {
+                    Some(c) => {
+                        c.inc();
+                    }
+                    None => {
+                        let c = m
+                            .records_produced
+                            .get_or_create(&metrics::labels([("topic", &topic)]))
+                            .clone();
+                        c.inc();
+                        self.produced.insert(topic.clone(), c);
+                    }
+                }
+                tracing::debug!(
+                    event_key,
+                    offset,
+                    "writing 1 messages to {topic} (partition: {partition})"
+                );
+            }
+            Err(undelivered) => {
+                m.kafka_delivery_failures
+                    .get_or_create(&metrics::labels([("topic", &topic)]))
+                    .inc();
+                // A dead letter that fails is not sent on again (no loops).
+                let to = self.dead_letter_topic.clone().filter(|_| !dead_letter);
+                match (to, undelivered.record) {
+                    (Some(dlq), Some(record)) => {
+                        tracing::error!(
+                            event_key,
+                            topic,
+                            "Kafka will not take the record for event {event_key}: {}; sending it to the dead-letter topic {dlq}",
+                            undelivered.error
+                        );
+                        let too_large = matches!(
+                            undelivered.code,
+                            Some(RDKafkaErrorCode::MessageSizeTooLarge)
+                        );
+                        let letter = dead_letter::undeliverable(
+                            &dlq,
+                            &event_key,
+                            record,
+                            &undelivered.error,
+                            too_large,
+                        );
+                        dead_letter::count("kafka", "undeliverable");
+                        // The dead letter takes the failed record's place
+                        // among the event's records.
+                        self.ledger.replaced_by_dead_letter(seq);
+                        self.redirect.push((seq, event_key, letter));
+                    }
+                    _ => {
+                        tracing::error!(
+                            event_key,
+                            topic,
+                            "Kafka did not accept the record for event {event_key}: {}{}",
+                            undelivered.error,
+                            if dead_letter {
+                                " (it was a dead letter; it is lost)"
+                            } else {
+                                " (no sink.kafka.dead_letter_topic: it is lost)"
+                            }
+                        );
+                        self.ledger.given_up(seq);
+                    }
+                }
+            }
+        }
+        // Per settle would be per record: publish every so often, and when
+        // the last record in flight is settled.
+        if in_flight == 0 || self.ledger.stats.produced.is_multiple_of(256) {
+            publish_queue_depth(in_flight);
+        }
+    }
+}
+
+/// The queue-depth gauge: cheap, so per batch.
+fn publish_queue_depth(in_flight: usize) {
+    metrics::get().kafka_queue_depth.set(in_flight as i64);
+}
+
+/// The record librdkafka hands back with a delivery error.
+fn from_message(m: &OwnedMessage) -> KafkaRecord {
+    KafkaRecord {
+        topic: m.topic().to_string(),
+        key: m.key().map(<[u8]>::to_vec),
+        value: m.payload().map(<[u8]>::to_vec),
+        headers: m
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| WitHeader {
+                        key: h.key.to_string(),
+                        value: h.value.unwrap_or_default().to_vec(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}

@@ -1,0 +1,129 @@
+//! The gRPC channel to CVP: the address parsed, TLS done by our own rustls
+//! connector (with the verifier the config asks for), HTTP/2 tuned for
+//! bursts.
+
+use super::error::SessionError;
+use anyhow::{anyhow, bail, Result};
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+
+/// HTTP/2 flow-control window for the event stream: about 4,000 events
+/// may be on their way before CVP waits for us.
+const STREAM_WINDOW: u32 = 2 << 20;
+
+pub struct Target {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Target {
+    pub fn parse(address: &str) -> Result<Target> {
+        let a = address.trim();
+        let a = a
+            .strip_prefix("https://")
+            .or_else(|| a.strip_prefix("http://"))
+            .unwrap_or(a)
+            .trim_end_matches('/');
+        // `[v6]:port`, `host:port`, or a bare host (CVP's default port 443).
+        let (host, port) = if let Some(rest) = a.strip_prefix('[') {
+            let (h, p) = rest
+                .split_once(']')
+                .ok_or_else(|| anyhow!("bad address {address:?}"))?;
+            (h.to_string(), p.strip_prefix(':'))
+        } else {
+            match a.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), Some(p)),
+                None => (a.to_string(), None),
+            }
+        };
+        let port = match port {
+            Some(p) => p
+                .parse()
+                .map_err(|_| anyhow!("bad port in source.cvp.address {address:?}"))?,
+            None => 443,
+        };
+        if host.is_empty() {
+            bail!("source.cvp.address {address:?} has no host");
+        }
+        Ok(Target { host, port })
+    }
+
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// TLS as configured: the rustls config and the name to verify.
+pub type Tls = (rustls::ClientConfig, rustls::pki_types::ServerName<'static>);
+
+pub async fn connect(
+    target: &Target,
+    tls: Option<&Tls>,
+    connect_timeout: Duration,
+) -> Result<Channel, SessionError> {
+    let authority = target.authority();
+    let bad_address = |e: &dyn std::fmt::Display| SessionError::Connect {
+        authority: authority.clone(),
+        detail: format!("bad address: {e}"),
+    };
+    // TLS is ours (rustls, with the verifier the config asks for), done in
+    // the connector below; tonic would refuse an https:// endpoint without
+    // its own TLS. So the endpoint says http and the origin, which sets
+    // each request's :scheme, says https.
+    let endpoint =
+        Endpoint::from_shared(format!("http://{authority}")).map_err(|e| bad_address(&e))?;
+    let endpoint = match tls {
+        Some(_) => endpoint.origin(
+            format!("https://{authority}")
+                .parse()
+                .map_err(|e| bad_address(&e))?,
+        ),
+        None => endpoint,
+    };
+    let endpoint = endpoint
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true)
+        // HTTP/2's default 64 KiB windows make a burst (an initial sync,
+        // a backfill) stop for a window update every ~100 events.
+        .initial_stream_window_size(Some(STREAM_WINDOW))
+        .initial_connection_window_size(Some(STREAM_WINDOW))
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .keep_alive_while_idle(true);
+    let channel = match tls {
+        None => endpoint.connect().await,
+        Some((config, name)) => {
+            let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config.clone()));
+            let name = name.clone();
+            let addr = authority.clone();
+            endpoint
+                .connect_with_connector(tower::service_fn(move |_uri: http::Uri| {
+                    let connector = connector.clone();
+                    let name = name.clone();
+                    let addr = addr.clone();
+                    async move {
+                        let tcp = tokio::time::timeout(
+                            connect_timeout,
+                            tokio::net::TcpStream::connect(&addr),
+                        )
+                        .await
+                        .map_err(|_| {
+                            std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+                        })??;
+                        tcp.set_nodelay(true)?;
+                        let tls = connector.connect(name, tcp).await?;
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+                    }
+                }))
+                .await
+        }
+    };
+    channel.map_err(|e| SessionError::Connect {
+        authority,
+        detail: super::auth::error_chain(&e),
+    })
+}
