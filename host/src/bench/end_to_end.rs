@@ -6,7 +6,7 @@ use crate::config::{units::ScalarText, ConfigBuilder};
 use crate::delivery::{DeliveryObserver, DeliveryStats};
 use crate::event::Op;
 use crate::pipeline::Pipeline;
-use crate::sinks::{KafkaSink, Sink};
+use crate::sinks::{KafkaConfig, KafkaSink, Sink, SinkConfig};
 use crate::transforms::{builtin, TransformConfig};
 use anyhow::{anyhow, bail, Context, Result};
 use cvp_simulator::{SimOptions, Simulator};
@@ -63,10 +63,15 @@ impl Kafka {
         }
     }
 
-    fn brokers(&self) -> &str {
+    fn config(&self, topic: &str) -> KafkaConfig {
         match self {
-            Kafka::Mock => "mock:9092",
-            Kafka::Broker(b) => b,
+            Kafka::Mock => {
+                let mut k = KafkaConfig::new("mock:9092", topic);
+                k.properties
+                    .insert("test.mock.num.brokers".into(), ScalarText("1".into()));
+                k
+            }
+            Kafka::Broker(b) => KafkaConfig::new(b.as_str(), topic),
         }
     }
 }
@@ -253,7 +258,7 @@ async fn pipeline(
     let sim = Simulator::start(opts, listener).await?;
     let addr = sim.local_addr();
     // Deletions make records too, so every event is one record.
-    let mut config = scenario
+    let config = scenario
         .transforms
         .iter()
         .cloned()
@@ -264,17 +269,10 @@ async fn pipeline(
                 .operations([Op::Updated, Op::Deleted]),
             ConfigBuilder::transform,
         )
-        .kafka(kafka.brokers(), topic)
+        .sink(SinkConfig::Kafka(kafka.config(topic)))
         .build()?;
-    if let Kafka::Mock = kafka {
-        config
-            .sink
-            .kafka
-            .properties
-            .insert("test.mock.num.brokers".into(), ScalarText("1".into()));
-    }
     let config = Arc::new(config);
-    let sink = KafkaSink::new(&config.sink.kafka)?;
+    let sink = KafkaSink::new(&kafka.config(topic))?;
     sink.probe().await;
     let mut pipeline = Pipeline::build_off_runtime(config, Sink::Kafka(sink)).await?;
     pipeline.observe_deliveries(log);

@@ -3,7 +3,7 @@
 
 use crate::config::ConfigBuilder;
 use crate::pipeline::Pipeline;
-use crate::sinks::{KafkaSink, Sink, StdoutSink};
+use crate::sinks::{Sink, StdoutSink};
 use crate::transforms::{builtin, TransformConfig};
 use anyhow::{Context, Result};
 use clap::Args;
@@ -90,11 +90,7 @@ pub async fn demo(args: DemoArgs, shutdown: CancellationToken) -> Result<()> {
         .build()?;
     let config = Arc::new(config);
     let sink = match &args.brokers {
-        Some(_) => {
-            let kafka = KafkaSink::new(&config.sink.kafka)?;
-            kafka.probe().await;
-            Sink::Kafka(kafka)
-        }
+        Some(_) => config.sink.start(&shutdown).await?,
         None => Sink::Stdout(StdoutSink),
     };
     let pipeline = Pipeline::build_off_runtime(config.clone(), sink).await?;

@@ -3,7 +3,6 @@
 use crate::config::{Config, SeedArgs};
 use crate::pipeline::Pipeline;
 use crate::secret::Secret;
-use crate::sinks::{KafkaSink, Sink};
 use crate::sources::cvp::Resume;
 use anyhow::Result;
 use clap::Args;
@@ -49,15 +48,14 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> Result<()> {
     if checkpoint.is_some() && args.since.is_some() {
         tracing::info!("a checkpoint exists: resuming from it, not from --since");
     }
-    let kafka = KafkaSink::new(&config.sink.kafka)?;
-    kafka.probe().await;
-    kafka.watch_broker(shutdown.clone());
-    let mut pipeline = Pipeline::build_off_runtime(config.clone(), Sink::Kafka(kafka)).await?;
+    let sink = config.sink.start(&shutdown).await?;
+    let mut pipeline = Pipeline::build_off_runtime(config.clone(), sink).await?;
     pipeline.resume_from(Resume::new(checkpoint.as_ref(), args.since));
     crate::metrics::get().set_transforms_loaded();
     tracing::info!(
         cvp = %config.source.cvp.address,
-        topic = %config.sink.kafka.topic,
+        sink = config.sink.name(),
+        topic = %config.sink.default_topic(),
         transforms = ?config.transforms.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
         "cvp-stream started"
     );

@@ -25,9 +25,7 @@ impl ConfigBuilder {
                     cvp: CvpConfig::new(address),
                 },
                 transforms: Vec::new(),
-                sink: SinkConfig {
-                    kafka: KafkaConfig::new("unused:9092", "cvp-events"),
-                },
+                sink: SinkConfig::Kafka(KafkaConfig::new("unused:9092", "cvp-events")),
                 pipeline: PipelineConfig::default(),
                 admin: None,
                 checkpoint: None,
@@ -66,11 +64,14 @@ impl ConfigBuilder {
         self
     }
 
-    /// Produces to `topic` on `brokers`.
-    pub fn kafka(mut self, brokers: impl Into<String>, topic: impl Into<String>) -> Self {
-        let k = &mut self.config.sink.kafka;
-        k.brokers = brokers.into();
-        k.topic = topic.into();
+    /// Produces to `topic` on the Kafka cluster at `brokers`.
+    pub fn kafka(self, brokers: impl Into<String>, topic: impl Into<String>) -> Self {
+        self.sink(SinkConfig::Kafka(KafkaConfig::new(brokers, topic)))
+    }
+
+    /// Any sink, configured in full.
+    pub fn sink(mut self, sink: SinkConfig) -> Self {
+        self.config.sink = sink;
         self
     }
 

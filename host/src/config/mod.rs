@@ -168,8 +168,9 @@ impl Config {
         {
             if self.sink.dead_letter_topic().is_none() {
                 bail!(
-                    "transform {:?} has on_error: dead_letter but sink.kafka.dead_letter_topic is not set",
-                    t.name
+                    "transform {:?} has on_error: dead_letter but sink.{}.dead_letter_topic is not set",
+                    t.name,
+                    self.sink.name()
                 );
             }
         }
@@ -292,8 +293,9 @@ mod tests {
             &seed,
         )
         .unwrap();
-        assert_eq!(c.sink.kafka.brokers, "127.0.0.1:9092");
-        assert_eq!(c.sink.kafka.topic, "test");
+        let kafka = c.sink.kafka().expect("a Kafka sink");
+        assert_eq!(kafka.brokers, "127.0.0.1:9092");
+        assert_eq!(kafka.topic, "test");
         assert_eq!(c.source.cvp.address, "cvp.lab:8443");
         assert_eq!(c.source.cvp.username.as_deref(), Some("ansible"));
         assert_eq!(c.transforms[0].path, Path::new("builtin:title-to-key"));

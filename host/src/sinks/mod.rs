@@ -14,26 +14,69 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// The `sink:` block.
+/// The `sink:` block: exactly one of these, named by its key
+/// (`sink: { kafka: {...} }`). A new sink is a variant here and in [`Sink`],
+/// and its arms below.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SinkConfig {
-    pub kafka: KafkaConfig,
+#[serde(rename_all = "snake_case")]
+pub enum SinkConfig {
+    Kafka(KafkaConfig),
 }
 
 impl SinkConfig {
+    /// The block's name, for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SinkConfig::Kafka(_) => "kafka",
+        }
+    }
+
     /// Where a record goes when no transform says otherwise.
     pub fn default_topic(&self) -> &str {
-        &self.kafka.topic
+        match self {
+            SinkConfig::Kafka(k) => &k.topic,
+        }
     }
 
     /// Where dead letters go, if anywhere.
     pub fn dead_letter_topic(&self) -> Option<&str> {
-        self.kafka.dead_letter_topic.as_deref()
+        match self {
+            SinkConfig::Kafka(k) => k.dead_letter_topic.as_deref(),
+        }
+    }
+
+    /// The Kafka block, when that is the sink.
+    pub fn kafka(&self) -> Option<&KafkaConfig> {
+        match self {
+            SinkConfig::Kafka(k) => Some(k),
+        }
     }
 
     pub fn validate(&self) -> Result<()> {
-        self.kafka.validate()
+        match self {
+            SinkConfig::Kafka(k) => k.validate(),
+        }
+    }
+
+    /// What `validate` checks without connecting: the client accepts its
+    /// settings. Made and dropped at once, it has no time to try a server.
+    pub fn check_offline(&self) -> Result<()> {
+        match self {
+            SinkConfig::Kafka(k) => KafkaSink::new(k).map(drop),
+        }
+    }
+
+    /// The sink, its client started (connecting in the background) and its
+    /// health watched until `shutdown`.
+    pub async fn start(&self, shutdown: &CancellationToken) -> Result<Sink> {
+        match self {
+            SinkConfig::Kafka(k) => {
+                let kafka = KafkaSink::new(k)?;
+                kafka.probe().await;
+                kafka.watch_broker(shutdown.clone());
+                Ok(Sink::Kafka(kafka))
+            }
+        }
     }
 }
 

@@ -38,6 +38,10 @@ impl EventCache {
         self.events.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
     /// Applies one message from CVP and returns the whole event it leaves,
     /// with its operation; `None` for markers and for operations that are
     /// not events (newer CVPs add some, such as batch markers).

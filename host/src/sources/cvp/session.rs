@@ -110,7 +110,7 @@ impl CvpSource {
         tracing::info!(cvp = %self.target.authority(), "subscribed to CVP events");
         metrics::get().set_stream_state(StreamState::syncing);
         progress::start_sync();
-        self.resume.seen = (self.cache.len() > 0).then(HashSet::new);
+        self.resume.seen = (!self.cache.is_empty()).then(HashSet::new);
         let mut chunks = stream.ready_chunks(self.batch_size);
         loop {
             let chunk = tokio::select! {
