@@ -40,6 +40,11 @@ pub struct Metrics {
     pub kafka_delivery_duration: Histogram,
     pub kafka_delivery_failures: Family<Labels, Counter>,
     pub kafka_broker_up: Gauge,
+    /// Every sink alike, labelled `sink` (kafka, nats, mqtt, redis, amqp).
+    pub sink_up: Family<Labels, Gauge>,
+    pub sink_records_delivered: Family<Labels, Counter>,
+    pub sink_delivery_failures: Family<Labels, Counter>,
+    pub sink_in_flight: Family<Labels, Gauge>,
     pub cvp_reconnects: Counter,
     stream_state: Family<Vec<(&'static str, StreamState)>, Gauge>,
     checkpoint_lag: Gauge<f64, std::sync::atomic::AtomicU64>,
@@ -50,6 +55,9 @@ pub struct Metrics {
     last_delivered_nanos: AtomicI64,
     transforms_loaded: AtomicBool,
     cvp_live: AtomicBool,
+    /// The configured sink, whose `sink_up` /ready follows; none for the
+    /// printing sink.
+    sink: std::sync::OnceLock<&'static str>,
 }
 
 fn histogram_latency() -> Histogram {
@@ -122,6 +130,30 @@ impl Metrics {
             "1 when the last metadata request to the Kafka cluster succeeded",
             kafka_broker_up.clone(),
         );
+        let sink_up = Family::<Labels, Gauge>::default();
+        registry.register(
+            "sink_up",
+            "1 when the sink's server is reachable (Kafka: the last metadata request succeeded; others: connected)",
+            sink_up.clone(),
+        );
+        let sink_records_delivered = Family::<Labels, Counter>::default();
+        registry.register(
+            "sink_records_delivered",
+            "Records the sink's server acknowledged, by sink and topic (subject, stream, exchange)",
+            sink_records_delivered.clone(),
+        );
+        let sink_delivery_failures = Family::<Labels, Counter>::default();
+        registry.register(
+            "sink_delivery_failures",
+            "Records the sink's server did not accept, by sink and topic",
+            sink_delivery_failures.clone(),
+        );
+        let sink_in_flight = Family::<Labels, Gauge>::default();
+        registry.register(
+            "sink_in_flight",
+            "Records sent and not yet acknowledged, by sink",
+            sink_in_flight.clone(),
+        );
         let cvp_reconnects = Counter::default();
         registry.register(
             "cvp_reconnects",
@@ -177,6 +209,10 @@ impl Metrics {
             kafka_delivery_duration,
             kafka_delivery_failures,
             kafka_broker_up,
+            sink_up,
+            sink_records_delivered,
+            sink_delivery_failures,
+            sink_in_flight,
             cvp_reconnects,
             stream_state,
             checkpoint_lag,
@@ -185,6 +221,7 @@ impl Metrics {
             last_delivered_nanos: AtomicI64::new(0),
             transforms_loaded: AtomicBool::new(false),
             cvp_live: AtomicBool::new(false),
+            sink: std::sync::OnceLock::new(),
         };
         m.set_stream_state(StreamState::disconnected);
         m
@@ -206,6 +243,15 @@ impl Metrics {
             .store(now != StreamState::disconnected, Ordering::Relaxed);
     }
 
+    /// The sink this process delivers to: /ready follows its `sink_up`,
+    /// whose series exist from now on.
+    pub fn set_sink(&self, name: &'static str) {
+        let _ = self.sink.set(name);
+        let l = labels([("sink", name)]);
+        let _ = self.sink_up.get_or_create(&l);
+        let _ = self.sink_in_flight.get_or_create(&l);
+    }
+
     pub fn set_transforms_loaded(&self) {
         self.transforms_loaded.store(true, Ordering::Relaxed);
     }
@@ -223,8 +269,14 @@ impl Metrics {
             Some("transforms not loaded")
         } else if !self.cvp_live.load(Ordering::Relaxed) {
             Some("not connected to CVP")
-        } else if self.kafka_broker_up.get() == 0 {
+        } else if self.kafka_broker_up.get() == 0 && self.sink.get().is_none_or(|s| *s == "kafka") {
             Some("Kafka not reachable")
+        } else if let Some(sink) = self.sink.get().filter(|s| **s != "kafka") {
+            if self.sink_up.get_or_create(&labels([("sink", sink)])).get() == 0 {
+                Some("the sink's server is not reachable")
+            } else {
+                None
+            }
         } else {
             None
         }

@@ -1,9 +1,9 @@
 //! `cvp-stream demo`: the built-in simulator, the stock transform (or the
-//! given chain) and a printing sink (or a Kafka cluster), in one process.
+//! given chain) and a printing sink (or any sink, by URL), in one process.
 
 use crate::config::ConfigBuilder;
 use crate::pipeline::Pipeline;
-use crate::sinks::{Sink, StdoutSink};
+use crate::sinks::{KafkaConfig, Sink, SinkConfig, StdoutSink};
 use crate::transforms::{builtin, TransformConfig};
 use anyhow::{Context, Result};
 use clap::Args;
@@ -15,9 +15,14 @@ use tokio_util::sync::CancellationToken;
 #[derive(Args, Debug)]
 pub struct DemoArgs {
     /// Produce to this Kafka cluster instead of printing.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "sink")]
     pub brokers: Option<String>,
-    /// Topic for --brokers.
+    /// Deliver to this server instead of printing: kafka://HOST:PORT,
+    /// nats://HOST:PORT, mqtt://HOST:PORT, redis://HOST:PORT or
+    /// amqp://USER:PASS@HOST:PORT (every sink's defaults).
+    #[arg(long, value_name = "URL")]
+    pub sink: Option<String>,
+    /// The default topic (subject, stream, routing key) for --brokers/--sink.
     #[arg(long, default_value = "cvp-events")]
     pub topic: String,
     /// Play these events (JSONL) instead of generated ones.
@@ -75,6 +80,14 @@ pub async fn demo(args: DemoArgs, shutdown: CancellationToken) -> Result<()> {
             .collect()
     };
     let names: Vec<String> = transforms.iter().map(|t| t.name.clone()).collect();
+    let url = match (&args.brokers, &args.sink) {
+        (Some(brokers), _) => Some(format!("kafka://{brokers}")),
+        (None, url) => url.clone(),
+    };
+    let sink_config = match &url {
+        Some(url) => SinkConfig::from_url(url, &args.topic)?,
+        None => SinkConfig::Kafka(KafkaConfig::new("unused:9092", &args.topic)),
+    };
     let config = transforms
         .into_iter()
         .fold(
@@ -83,13 +96,10 @@ pub async fn demo(args: DemoArgs, shutdown: CancellationToken) -> Result<()> {
                 .plaintext(),
             ConfigBuilder::transform,
         )
-        .kafka(
-            args.brokers.as_deref().unwrap_or("unused:9092"),
-            &args.topic,
-        )
+        .sink(sink_config)
         .build()?;
     let config = Arc::new(config);
-    let sink = match &args.brokers {
+    let sink = match &url {
         Some(_) => config.sink.start(&shutdown).await?,
         None => Sink::Stdout(StdoutSink),
     };

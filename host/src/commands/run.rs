@@ -48,6 +48,7 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> Result<()> {
     if checkpoint.is_some() && args.since.is_some() {
         tracing::info!("a checkpoint exists: resuming from it, not from --since");
     }
+    crate::metrics::get().set_sink(config.sink.name());
     let sink = config.sink.start(&shutdown).await?;
     let mut pipeline = Pipeline::build_off_runtime(config.clone(), sink).await?;
     pipeline.resume_from(Resume::new(checkpoint.as_ref(), args.since));

@@ -1,11 +1,20 @@
 //! Where transformed records go. Each sink is a folder (or a file, when it
 //! is small); this file lists them and the `sink:` block that chooses one.
-//! Every sink settles what it delivers through `crate::delivery`.
+//! Every sink settles what it delivers through `crate::delivery`: a record
+//! counts as delivered only once its server has acknowledged it.
 
+pub mod amqp;
 pub mod kafka;
+pub mod mqtt;
+pub mod nats;
+pub mod redis;
 pub mod stdout;
 
+pub use amqp::{AmqpConfig, AmqpSink};
 pub use kafka::{KafkaConfig, KafkaSink};
+pub use mqtt::{MqttConfig, MqttSink};
+pub use nats::{NatsConfig, NatsSink};
+pub use redis::{RedisConfig, RedisSink};
 pub use stdout::{describe, StdoutSink};
 
 use crate::delivery::{Delivery, DeliveryStats, Ledger};
@@ -21,6 +30,10 @@ use tokio_util::sync::CancellationToken;
 #[serde(rename_all = "snake_case")]
 pub enum SinkConfig {
     Kafka(KafkaConfig),
+    Nats(NatsConfig),
+    Mqtt(MqttConfig),
+    Redis(RedisConfig),
+    Amqp(AmqpConfig),
 }
 
 impl SinkConfig {
@@ -28,13 +41,38 @@ impl SinkConfig {
     pub fn name(&self) -> &'static str {
         match self {
             SinkConfig::Kafka(_) => "kafka",
+            SinkConfig::Nats(_) => "nats",
+            SinkConfig::Mqtt(_) => "mqtt",
+            SinkConfig::Redis(_) => "redis",
+            SinkConfig::Amqp(_) => "amqp",
         }
+    }
+
+    /// `demo --sink URL`: the sink the URL's scheme names (`kafka://`,
+    /// `nats://`, `mqtt://`/`mqtts://`, `redis://`/`rediss://`,
+    /// `amqp://`/`amqps://`), with `topic` as its default topic.
+    pub fn from_url(url: &str, topic: &str) -> Result<SinkConfig> {
+        let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("");
+        Ok(match scheme {
+            "kafka" => SinkConfig::Kafka(KafkaConfig::new(&url["kafka://".len()..], topic)),
+            "nats" | "tls" => SinkConfig::Nats(NatsConfig::from_url(url, topic)?),
+            "mqtt" | "mqtts" => SinkConfig::Mqtt(MqttConfig::from_url(url, topic)?),
+            "redis" | "rediss" => SinkConfig::Redis(RedisConfig::from_url(url, topic)?),
+            "amqp" | "amqps" => SinkConfig::Amqp(AmqpConfig::from_url(url, topic)?),
+            _ => anyhow::bail!(
+                "--sink {url:?}: use kafka://HOST:PORT, nats://, mqtt://, redis:// or amqp://"
+            ),
+        })
     }
 
     /// Where a record goes when no transform says otherwise.
     pub fn default_topic(&self) -> &str {
         match self {
             SinkConfig::Kafka(k) => &k.topic,
+            SinkConfig::Nats(c) => c.default_topic(),
+            SinkConfig::Mqtt(c) => c.default_topic(),
+            SinkConfig::Redis(c) => c.default_topic(),
+            SinkConfig::Amqp(c) => c.default_topic(),
         }
     }
 
@@ -42,6 +80,10 @@ impl SinkConfig {
     pub fn dead_letter_topic(&self) -> Option<&str> {
         match self {
             SinkConfig::Kafka(k) => k.dead_letter_topic.as_deref(),
+            SinkConfig::Nats(c) => c.dead_letter_topic(),
+            SinkConfig::Mqtt(c) => c.dead_letter_topic(),
+            SinkConfig::Redis(c) => c.dead_letter_topic(),
+            SinkConfig::Amqp(c) => c.dead_letter_topic(),
         }
     }
 
@@ -49,12 +91,17 @@ impl SinkConfig {
     pub fn kafka(&self) -> Option<&KafkaConfig> {
         match self {
             SinkConfig::Kafka(k) => Some(k),
+            _ => None,
         }
     }
 
     pub fn validate(&self) -> Result<()> {
         match self {
             SinkConfig::Kafka(k) => k.validate(),
+            SinkConfig::Nats(c) => c.validate(),
+            SinkConfig::Mqtt(c) => c.validate(),
+            SinkConfig::Redis(c) => c.validate(),
+            SinkConfig::Amqp(c) => c.validate(),
         }
     }
 
@@ -63,6 +110,10 @@ impl SinkConfig {
     pub fn check_offline(&self) -> Result<()> {
         match self {
             SinkConfig::Kafka(k) => KafkaSink::new(k).map(drop),
+            SinkConfig::Nats(c) => NatsSink::check_offline(c),
+            SinkConfig::Mqtt(c) => MqttSink::check_offline(c),
+            SinkConfig::Redis(c) => RedisSink::check_offline(c),
+            SinkConfig::Amqp(c) => AmqpSink::check_offline(c),
         }
     }
 
@@ -76,12 +127,20 @@ impl SinkConfig {
                 kafka.watch_broker(shutdown.clone());
                 Ok(Sink::Kafka(kafka))
             }
+            SinkConfig::Nats(c) => Ok(Sink::Nats(NatsSink::start(c, shutdown).await?)),
+            SinkConfig::Mqtt(c) => Ok(Sink::Mqtt(MqttSink::start(c, shutdown).await?)),
+            SinkConfig::Redis(c) => Ok(Sink::Redis(RedisSink::start(c, shutdown).await?)),
+            SinkConfig::Amqp(c) => Ok(Sink::Amqp(AmqpSink::start(c, shutdown).await?)),
         }
     }
 }
 
 pub enum Sink {
     Kafka(KafkaSink),
+    Nats(NatsSink),
+    Mqtt(MqttSink),
+    Redis(RedisSink),
+    Amqp(AmqpSink),
     Stdout(StdoutSink),
 }
 
@@ -96,6 +155,10 @@ impl Sink {
     ) -> Result<DeliveryStats> {
         match self {
             Sink::Kafka(k) => k.run(rx, ledger, shutdown).await,
+            Sink::Nats(s) => s.run(rx, ledger, shutdown).await,
+            Sink::Mqtt(s) => s.run(rx, ledger, shutdown).await,
+            Sink::Redis(s) => s.run(rx, ledger, shutdown).await,
+            Sink::Amqp(s) => s.run(rx, ledger, shutdown).await,
             Sink::Stdout(s) => s.run(rx, ledger).await,
         }
     }

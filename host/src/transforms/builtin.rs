@@ -8,15 +8,17 @@ pub const TITLE_TO_KEY: &[u8] =
 pub const PREFIX: &str = "builtin:";
 pub const TITLE_TO_KEY_PATH: &str = "builtin:title-to-key";
 
+/// A `builtin:` path that names no built-in.
+#[derive(Debug, thiserror::Error)]
+#[error("there is no built-in transform {0:?} (built in: title-to-key)")]
+pub struct UnknownBuiltin(String);
+
 /// The bytes of a `builtin:` path; `None` for an ordinary path.
-/// `Some(Err)` names the built-ins when the name is unknown.
-pub fn lookup(path: &std::path::Path) -> Option<Result<&'static [u8], String>> {
+pub fn lookup(path: &std::path::Path) -> Option<Result<&'static [u8], UnknownBuiltin>> {
     let name = path.to_str()?.strip_prefix(PREFIX)?;
     Some(match name {
         "title-to-key" => Ok(TITLE_TO_KEY),
-        other => Err(format!(
-            "there is no built-in transform {other:?} (built in: title-to-key)"
-        )),
+        other => Err(UnknownBuiltin(other.to_string())),
     })
 }
 

@@ -76,8 +76,9 @@ type Pending = Pin<Box<dyn Future<Output = Settled> + Send>>;
 /// What the sink keeps while records are in flight.
 struct SendState {
     ledger: Ledger,
-    /// Per-topic counters, looked up once per topic.
-    produced: HashMap<String, Counter>,
+    /// Per-topic counters (Kafka's own and every sink's), looked up once
+    /// per topic.
+    produced: HashMap<String, (Counter, Counter)>,
     /// Records that failed and are to be re-sent to the dead-letter topic.
     redirect: Vec<(u64, String, KafkaRecord)>,
     dead_letter_topic: Option<String>,
@@ -108,8 +109,12 @@ impl KafkaSink {
         for topic in std::iter::once(&self.topic).chain(&self.dead_letter_topic) {
             let l = metrics::labels([("topic", topic)]);
             let _ = m.kafka_delivery_failures.get_or_create(&l);
-            let c = m.records_produced.get_or_create(&l).clone();
-            state.produced.insert(topic.clone(), c);
+            let _ = m
+                .sink_delivery_failures
+                .get_or_create(&metrics::labels([("sink", "kafka"), ("topic", topic)]));
+            state
+                .produced
+                .insert(topic.clone(), produced_counters(topic));
         }
         let mut pending: FuturesUnordered<Pending> = FuturesUnordered::new();
         // Progress made by the last acknowledgements of a burst must reach
@@ -346,19 +351,12 @@ impl SendState {
         match result {
             Ok((partition, offset)) => {
                 self.ledger.acknowledged(seq, changed_at);
-                match self.produced.get(&topic) {
-                    Some(c) => {
-                        c.inc();
-                    }
-                    None => {
-                        let c = m
-                            .records_produced
-                            .get_or_create(&metrics::labels([("topic", &topic)]))
-                            .clone();
-                        c.inc();
-                        self.produced.insert(topic.clone(), c);
-                    }
-                }
+                let (kafka, sink) = self
+                    .produced
+                    .entry(topic.clone())
+                    .or_insert_with(|| produced_counters(&topic));
+                kafka.inc();
+                sink.inc();
                 tracing::debug!(
                     event_key,
                     offset,
@@ -368,6 +366,9 @@ impl SendState {
             Err(undelivered) => {
                 m.kafka_delivery_failures
                     .get_or_create(&metrics::labels([("topic", &topic)]))
+                    .inc();
+                m.sink_delivery_failures
+                    .get_or_create(&metrics::labels([("sink", "kafka"), ("topic", &topic)]))
                     .inc();
                 // A dead letter that fails is not sent on again (no loops).
                 let to = self.dead_letter_topic.clone().filter(|_| !dead_letter);
@@ -421,9 +422,27 @@ impl SendState {
     }
 }
 
-/// The queue-depth gauge: cheap, so per batch.
+/// The queue-depth gauges: cheap, so per batch.
 fn publish_queue_depth(in_flight: usize) {
-    metrics::get().kafka_queue_depth.set(in_flight as i64);
+    let m = metrics::get();
+    m.kafka_queue_depth.set(in_flight as i64);
+    m.sink_in_flight
+        .get_or_create(&metrics::labels([("sink", "kafka")]))
+        .set(in_flight as i64);
+}
+
+/// A topic's delivered-records counters: Kafka's own family and the one
+/// every sink shares.
+fn produced_counters(topic: &str) -> (Counter, Counter) {
+    let m = metrics::get();
+    (
+        m.records_produced
+            .get_or_create(&metrics::labels([("topic", topic)]))
+            .clone(),
+        m.sink_records_delivered
+            .get_or_create(&metrics::labels([("sink", "kafka"), ("topic", topic)]))
+            .clone(),
+    )
 }
 
 /// The record librdkafka hands back with a delivery error.

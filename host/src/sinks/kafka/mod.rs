@@ -109,7 +109,11 @@ impl KafkaSink {
                 })
                 .await
                 .unwrap_or(false);
-                metrics::get().kafka_broker_up.set(up as i64);
+                let m = metrics::get();
+                m.kafka_broker_up.set(up as i64);
+                m.sink_up
+                    .get_or_create(&metrics::labels([("sink", "kafka")]))
+                    .set(up as i64);
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(2)) => {}
                     _ = shutdown.cancelled() => return,

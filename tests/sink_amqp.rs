@@ -1,0 +1,1 @@
+//! The amqp sink against the real server (scaffold: tests being written).

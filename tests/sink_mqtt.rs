@@ -1,0 +1,1 @@
+//! The mqtt sink against the real server (scaffold: tests being written).

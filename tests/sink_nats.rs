@@ -1,0 +1,1 @@
+//! The nats sink against the real server (scaffold: tests being written).

@@ -1,0 +1,1 @@
+//! The redis sink against the real server (scaffold: tests being written).
