@@ -24,16 +24,57 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// The `sink:` block: exactly one of these, named by its key
-/// (`sink: { kafka: {...} }`). A new sink is a variant here and in [`Sink`],
-/// and its arms below.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// (`sink: { kafka: {...} }`). A new sink is a variant here, a field in
+/// [`SinkBlock`], a variant in [`Sink`], and its arms below.
+#[derive(Debug)]
 pub enum SinkConfig {
     Kafka(KafkaConfig),
     Nats(NatsConfig),
     Mqtt(MqttConfig),
     Redis(RedisConfig),
     Amqp(AmqpConfig),
+}
+
+/// The block as written: serde_yaml reads enums only from YAML tags
+/// (`!kafka`), so the block is read as optional keys, exactly one set.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SinkBlock {
+    kafka: Option<KafkaConfig>,
+    nats: Option<NatsConfig>,
+    mqtt: Option<MqttConfig>,
+    redis: Option<RedisConfig>,
+    amqp: Option<AmqpConfig>,
+}
+
+impl<'de> Deserialize<'de> for SinkConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let b = SinkBlock::deserialize(d)?;
+        let mut given: Vec<SinkConfig> = [
+            b.kafka.map(SinkConfig::Kafka),
+            b.nats.map(SinkConfig::Nats),
+            b.mqtt.map(SinkConfig::Mqtt),
+            b.redis.map(SinkConfig::Redis),
+            b.amqp.map(SinkConfig::Amqp),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        match given.len() {
+            1 => Ok(given.remove(0)),
+            0 => Err(serde::de::Error::custom(
+                "no sink given: use one of kafka, nats, mqtt, redis, amqp",
+            )),
+            _ => Err(serde::de::Error::custom(format!(
+                "give exactly one sink, not {}",
+                given
+                    .iter()
+                    .map(SinkConfig::name)
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            ))),
+        }
+    }
 }
 
 impl SinkConfig {
