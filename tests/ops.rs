@@ -5,27 +5,11 @@
 
 mod support;
 
-use cvp_simulator::SimHandle;
 use std::path::Path;
 use support::{
-    config, eventually, free_port, http_get, metric, repo_root, run_to_end, wasm, Broker, Host,
-    Record,
+    config, eventually, free_port, http_get, metric, repo_root, run_to_end, run_to_end_with_env,
+    sample_simulator, transform, Broker, Host, Record,
 };
-
-async fn sample_simulator() -> SimHandle {
-    support::scripted_simulator(
-        "tok-ops",
-        cvp_simulator::load_jsonl(&support::sample_events()).unwrap(),
-    )
-    .await
-}
-
-fn transform(name: &str, file: &str, extra: &str) -> String {
-    format!(
-        "  - name: {name}\n    path: {:?}\n{extra}",
-        wasm(file).display().to_string()
-    )
-}
 
 /// The config of the metrics test: severity-filter (error and up), then
 /// the stock transform, UPDATED and DELETED forwarded, admin endpoint on.
@@ -54,12 +38,9 @@ fn ops_config(cvp: &str, broker: &Broker, topic: &str, admin: &str) -> String {
 async fn metrics_count_what_the_simulator_sent() {
     let broker = Broker::start();
     broker.create_topic("ops", 1);
-    let sim = sample_simulator().await;
+    let (_sim, addr) = sample_simulator("tok-ops").await;
     let admin = format!("127.0.0.1:{}", free_port());
-    let host = Host::run(
-        &ops_config(&sim.local_addr().to_string(), &broker, "ops", &admin),
-        &[],
-    );
+    let host = Host::run(&ops_config(&addr, &broker, "ops", &admin), &[]);
 
     let got = broker.consume(&host, "ops", 3);
     let titles: Vec<String> = got.iter().map(Record::key_text).collect();
@@ -130,8 +111,7 @@ async fn metrics_count_what_the_simulator_sent() {
 
     assert_eq!(http_get(&admin, "/health").0, 200);
     assert_eq!(http_get(&admin, "/ready"), (200, "ready\n".to_string()));
-    let (status, log) = host.stop();
-    assert!(status.success(), "exit {status}; log:\n{log}");
+    host.stop_cleanly();
 }
 
 /// The systemd unit's own command line (`ExecStart`, JSON logs), then
@@ -145,9 +125,9 @@ async fn ready_follows_the_broker_and_cvp_with_the_units_command_line() {
     let port = free_port();
     let broker = Broker::start_on(port);
     broker.create_topic("ready", 1);
-    let sim = sample_simulator().await;
+    let (sim, addr) = sample_simulator("tok-ops").await;
     let admin = format!("127.0.0.1:{}", free_port());
-    let yaml = ops_config(&sim.local_addr().to_string(), &broker, "ready", &admin);
+    let yaml = ops_config(&addr, &broker, "ready", &admin);
     let host = Host::run_with(&yaml, &[], |config| unit_args(&exec_start, config));
 
     let ready = |want: u16| {
@@ -179,8 +159,7 @@ async fn ready_follows_the_broker_and_cvp_with_the_units_command_line() {
         Some(1.0)
     );
 
-    let (status, log) = host.stop();
-    assert!(status.success(), "exit {status}; log:\n{log}");
+    let log = host.stop_cleanly();
     // `--log-format json`: every line is one JSON object with a level and
     // a message, and none carries the token.
     for line in log.lines() {
@@ -222,16 +201,10 @@ fn systemd_unit_validates_its_config_before_start() {
     let example = repo_root().join("deploy/systemd/config.yaml");
     let args = unit_args(&pre, &example);
     assert_eq!(args[0], "validate");
-    let out = support::host_command()
-        .args(&args)
-        .env("CVP_TOKEN", "from-the-environment-file")
-        .output()
-        .expect("run cvp-stream");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (status, _, stderr) =
+        run_to_end_with_env(&args, &[("CVP_TOKEN", "from-the-environment-file")]);
+    assert!(status.success(), "{stderr}");
     // Stopping is SIGTERM with room for the Kafka flush (30 s default).
     assert!(unit.contains("KillSignal=SIGTERM"));
     assert!(unit.contains("ExecReload=/bin/kill -HUP $MAINPID"));
@@ -251,19 +224,13 @@ fn kubernetes_example_is_consistent() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("config.yaml");
     std::fs::write(&path, cfg).unwrap();
-    let (status, stdout, stderr) = {
-        let out = support::host_command()
-            .args(["validate", "--config", path.to_str().unwrap()])
-            .env("CVP_TOKEN", "from-the-secret")
-            .env("KAFKA_PASSWORD", "from-the-secret")
-            .output()
-            .unwrap();
-        (
-            out.status,
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let (status, stdout, stderr) = run_to_end_with_env(
+        &["validate", "--config", path.to_str().unwrap()],
+        &[
+            ("CVP_TOKEN", "from-the-secret"),
+            ("KAFKA_PASSWORD", "from-the-secret"),
+        ],
+    );
     assert!(status.success(), "{stdout}{stderr}");
 
     let admin_port: u16 = serde_yaml::from_str::<serde_yaml::Value>(cfg).unwrap()["admin"]

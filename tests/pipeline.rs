@@ -5,26 +5,12 @@
 
 mod support;
 
-use cvp_simulator::{SimHandle, SimOptions, Simulator};
-use support::{config, run_to_end, sample_live, wasm, Broker, Host, Record};
-
-async fn simulator(opts: SimOptions) -> (SimHandle, String) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sim = Simulator::start(opts, listener).await.expect("simulator");
-    let addr = sim.local_addr().to_string();
-    (sim, addr)
-}
-
-/// The sample recording, served with a token, plaintext.
-async fn sample_simulator(token: &str) -> (SimHandle, String) {
-    simulator(SimOptions {
-        token: Some(token.into()),
-        script: cvp_simulator::load_jsonl(&support::sample_events()).unwrap(),
-        rate: 0.0,
-        ..SimOptions::default()
-    })
-    .await
-}
+use cvp_simulator::SimOptions;
+use serde_json::Value;
+use support::{
+    config, expect_exactly, finish, offline_config, run_config, run_to_end, sample_live,
+    sample_simulator, sample_updated, simulator, transform, wasm, Broker, Host, Record,
+};
 
 const PLAIN_TOKEN: &str = "    token: tok-123\n    tls: { enabled: false }";
 
@@ -42,11 +28,19 @@ fn stock_host(cvp: &str, cvp_extra: &str, broker: &Broker, topic: &str) -> Host 
     )
 }
 
-fn transform(name: &str, file: &str, extra: &str) -> String {
-    format!(
-        "  - name: {name}\n    path: {:?}\n{extra}",
-        wasm(file).display().to_string()
-    )
+/// What title-to-key writes to `topic` for each sample UPDATED event that
+/// passes `keep`: key = title, value = description ("" for a missing one).
+fn title_to_key_records(topic: &str, keep: impl Fn(&Value) -> bool) -> Vec<Record> {
+    sample_updated()
+        .iter()
+        .filter(|v| keep(v))
+        .map(|v| title_to_key_record(topic, v))
+        .collect()
+}
+
+fn title_to_key_record(topic: &str, event: &Value) -> Record {
+    let text = |f: &str| event[f].as_str().unwrap_or("");
+    Record::text(topic, text("title"), text("description"))
 }
 
 /// The stock transform: key = title, value = description, byte for byte as
@@ -67,17 +61,7 @@ async fn stock_transform_writes_title_and_description() {
         &[],
     );
 
-    let updated: Vec<_> = sample_live()
-        .into_iter()
-        .filter(|e| e["type"] == "UPDATED")
-        .collect();
-    let expected: Vec<Record> = updated
-        .iter()
-        .map(|e| {
-            let text = |f: &str| e["value"][f].as_str().unwrap_or("").to_string();
-            Record::text("cvp-events", &text("title"), &text("description"))
-        })
-        .collect();
+    let expected = title_to_key_records("cvp-events", |_| true);
     // Spelled out once, so the expectation above cannot drift from the seed.
     assert_eq!(
         expected[0],
@@ -89,18 +73,10 @@ async fn stock_transform_writes_title_and_description() {
     );
     assert_eq!(expected.len(), 6);
 
-    let got = broker.consume(&host, "cvp-events", 6);
-    assert_eq!(got, expected);
-    let (status, log) = host.stop();
-    assert!(status.success(), "exit {status}; log:\n{log}");
+    let log = expect_exactly(&broker, host, &[("cvp-events", &expected)]);
     assert!(
         !log.contains("tok-123"),
         "the token leaked into the log:\n{log}"
-    );
-    assert_eq!(
-        broker.all("cvp-events"),
-        expected,
-        "nothing more, nothing twice"
     );
 }
 
@@ -136,9 +112,7 @@ async fn no_transform_writes_event_json() {
             );
         }
     }
-    let (status, log) = host.stop();
-    assert!(status.success(), "exit {status}; log:\n{log}");
-    assert_eq!(broker.all("raw"), got);
+    finish(&broker, host, &[("raw", &got)]);
 }
 
 /// A transform that drops by severity: only ERROR and CRITICAL get through.
@@ -161,23 +135,9 @@ async fn severity_filter_drops_below_minimum() {
         &[],
     );
 
-    let expected: Vec<Record> = sample_live()
-        .iter()
-        .filter(|e| e["type"] == "UPDATED" && e["value"]["severity"] == "EVENT_SEVERITY_ERROR")
-        .map(|e| {
-            Record::text(
-                "errors",
-                e["value"]["title"].as_str().unwrap(),
-                e["value"]["description"].as_str().unwrap(),
-            )
-        })
-        .collect();
+    let expected = title_to_key_records("errors", |v| v["severity"] == "EVENT_SEVERITY_ERROR");
     assert_eq!(expected.len(), 2);
-    let got = broker.consume(&host, "errors", 2);
-    assert_eq!(got, expected);
-    let (status, log) = host.stop();
-    assert!(status.success(), "exit {status}; log:\n{log}");
-    assert_eq!(broker.all("errors"), expected);
+    expect_exactly(&broker, host, &[("errors", &expected)]);
 }
 
 /// A two-transform chain: route-by-type picks the topic and adds headers,
@@ -204,27 +164,15 @@ async fn chain_routes_then_rewrites() {
     );
 
     let expected = |topic: &str, want_intf: bool| -> Vec<Record> {
-        sample_live()
+        sample_updated()
             .iter()
-            .filter(|e| e["type"] == "UPDATED")
-            .filter(|e| {
-                e["value"]["eventType"]
-                    .as_str()
-                    .unwrap()
-                    .starts_with("HIGH_INTF")
-                    == want_intf
-            })
-            .map(|e| {
-                let v = &e["value"];
+            .filter(|v| v["eventType"].as_str().unwrap().starts_with("HIGH_INTF") == want_intf)
+            .map(|v| {
                 let severity = match v["severity"].as_str() {
                     Some(s) => s.trim_start_matches("EVENT_SEVERITY_").to_lowercase(),
                     None => "unspecified".into(),
                 };
-                let mut r = Record::text(
-                    topic,
-                    v["title"].as_str().unwrap_or(""),
-                    v["description"].as_str().unwrap_or(""),
-                );
+                let mut r = title_to_key_record(topic, v);
                 r.headers = vec![
                     (
                         "cvp-event-type".into(),
@@ -242,16 +190,11 @@ async fn chain_routes_then_rewrites() {
     };
     let (want_intf, want_rest) = (expected("intf-util", true), expected("cvp-events", false));
     assert_eq!((want_intf.len(), want_rest.len()), (4, 2));
-    let (got_intf, got_rest) = (
-        broker.consume(&host, "intf-util", 4),
-        broker.consume(&host, "cvp-events", 2),
+    expect_exactly(
+        &broker,
+        host,
+        &[("intf-util", &want_intf), ("cvp-events", &want_rest)],
     );
-    assert_eq!(got_intf, want_intf);
-    assert_eq!(got_rest, want_rest);
-    let (status, log) = host.stop();
-    assert!(status.success(), "exit {status}; log:\n{log}");
-    assert_eq!(broker.all("intf-util"), want_intf);
-    assert_eq!(broker.all("cvp-events"), want_rest);
 }
 
 /// TLS to CVP with a private CA given as `tls.ca_file`.
@@ -281,9 +224,7 @@ async fn tls_with_custom_ca() {
         got[0].key_text(),
         "Interface Exceeded Outbound Utilization Threshold"
     );
-    let (status, log) = host.stop();
-    assert!(status.success(), "exit {status}; log:\n{log}");
-    assert_eq!(broker.all("tls"), got);
+    finish(&broker, host, &[("tls", &got)]);
 }
 
 /// TLS against a CVP whose certificate we do not trust fails with a clear
@@ -303,8 +244,7 @@ async fn tls_untrusted_certificate_is_a_clear_error() {
         line.contains("certificate") || line.contains("UnknownIssuer"),
         "{line}"
     );
-    let (status, _) = host.stop();
-    assert!(status.success());
+    host.stop_cleanly();
 }
 
 /// Username/password: the REST login's session token is used for gRPC;
@@ -333,9 +273,7 @@ async fn username_password_login() {
     );
     let got = broker.consume(&host, "login", 6);
     assert_eq!(got.len(), 6);
-    let (status, log) = host.stop();
-    assert_eq!(broker.all("login"), got);
-    assert!(status.success(), "exit {status}; log:\n{log}");
+    let log = finish(&broker, host, &[("login", &got)]);
     assert!(log.contains("logged in to CVP"), "{log}");
     assert!(!log.contains("pw-S3CRET-42"), "password leaked:\n{log}");
 }
@@ -350,8 +288,7 @@ async fn wrong_token_is_a_clear_error() {
     let host = Host::run(&config(&addr, extra, "", &broker, "t"), &[]);
     let line = host.wait_for_log("CVP refused the token");
     assert!(line.contains("check source.cvp.token"), "{line}");
-    let (status, log) = host.stop();
-    assert!(status.success(), "exit {status}; log:\n{log}");
+    let log = host.stop_cleanly();
     assert!(!log.contains("tok-WRONG-9f8e"), "token leaked:\n{log}");
     assert!(!log.contains("panicked"), "{log}");
 }
@@ -382,9 +319,7 @@ async fn partial_updates_are_merged() {
         "{} of 300 records have no title: {untitled:?}",
         untitled.len()
     );
-    let (status, log) = host.stop();
-    assert!(status.success(), "exit {status}; log:\n{log}");
-    assert_eq!(broker.all("merged"), got);
+    finish(&broker, host, &[("merged", &got)]);
 }
 
 /// A broken, wrong-kind or missing `.wasm`: `run` and `validate` fail at
@@ -408,14 +343,11 @@ fn broken_wasm_is_a_clear_error_at_startup() {
         (&missing, "cannot read"),
     ];
     for (path, message) in cases {
-        let yaml = format!(
-            "source: {{ cvp: {{ address: \"127.0.0.1:1\", token: x, tls: {{ enabled: false }} }} }}\ntransforms:\n  - name: broken\n    path: {:?}\nsink: {{ kafka: {{ brokers: \"127.0.0.1:1\", topic: t }} }}\n",
-            path.display().to_string()
-        );
+        let yaml = offline_config(&support::transform_at("broken", path, ""));
         let config = dir.path().join("c.yaml");
         std::fs::write(&config, yaml).unwrap();
         for cmd in ["run", "validate"] {
-            let (status, _, stderr) = run_to_end(&[cmd, "--config", config.to_str().unwrap()]);
+            let (status, _, stderr) = run_config(cmd, &config);
             assert_eq!(status.code(), Some(1), "{cmd} {}: {stderr}", path.display());
             let errors: Vec<&str> = stderr
                 .lines()
@@ -445,13 +377,10 @@ fn component_of_another_world_is_rejected() {
     std::fs::write(&path, empty_component).unwrap();
     std::fs::write(
         &config,
-        format!(
-            "source: {{ cvp: {{ address: \"127.0.0.1:1\", token: x, tls: {{ enabled: false }} }} }}\ntransforms: [ {{ name: other, path: {:?} }} ]\nsink: {{ kafka: {{ brokers: \"127.0.0.1:1\", topic: t }} }}\n",
-            path.display().to_string()
-        ),
+        offline_config(&support::transform_at("other", &path, "")),
     )
     .unwrap();
-    let (status, _, stderr) = run_to_end(&["validate", "--config", config.to_str().unwrap()]);
+    let (status, _, stderr) = run_config("validate", &config);
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("is not a cvp-stream transform"), "{stderr}");
 }
@@ -466,7 +395,7 @@ fn bad_config_names_the_line() {
         "source:\n  cvp:\n    address: cvp:443\n    tokne: abc\nsink: { kafka: { brokers: b, topic: t } }\n",
     )
     .unwrap();
-    let (status, _, stderr) = run_to_end(&["validate", "--config", config.to_str().unwrap()]);
+    let (status, _, stderr) = run_config("validate", &config);
     assert_eq!(status.code(), Some(1));
     assert!(
         stderr.contains("unknown field `tokne`") && stderr.contains("line 4"),
@@ -475,7 +404,7 @@ fn bad_config_names_the_line() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 
     std::fs::write(&config, "source: [\n").unwrap();
-    let (status, _, stderr) = run_to_end(&["run", "--config", config.to_str().unwrap()]);
+    let (status, _, stderr) = run_config("run", &config);
     assert_eq!(status.code(), Some(1));
     assert!(
         stderr.starts_with("error: config ") && stderr.contains("line"),
@@ -488,13 +417,17 @@ fn bad_config_names_the_line() {
 fn validate_accepts_the_example_chain() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("c.yaml");
-    let yaml = format!(
-        "source: {{ cvp: {{ address: \"127.0.0.1:1\", token: x, tls: {{ enabled: false }} }} }}\ntransforms:\n{}{}sink: {{ kafka: {{ brokers: \"127.0.0.1:1\", topic: t }} }}\n",
-        transform("errors-only", "severity_filter", "    config: { min_severity: error }\n"),
+    let yaml = offline_config(&format!(
+        "{}{}",
+        transform(
+            "errors-only",
+            "severity_filter",
+            "    config: { min_severity: error }\n"
+        ),
         transform("title-to-key", "title_to_key", ""),
-    );
+    ));
     std::fs::write(&config, yaml).unwrap();
-    let (status, stdout, stderr) = run_to_end(&["validate", "--config", config.to_str().unwrap()]);
+    let (status, stdout, stderr) = run_config("validate", &config);
     assert!(status.success(), "{stderr}");
     assert!(
         stdout.contains("OK (2 transforms: errors-only -> title-to-key)"),
@@ -506,7 +439,7 @@ fn validate_accepts_the_example_chain() {
         .unwrap()
         .replace("min_severity: error", "min_severity: loud");
     std::fs::write(&config, yaml).unwrap();
-    let (status, _, stderr) = run_to_end(&["validate", "--config", config.to_str().unwrap()]);
+    let (status, _, stderr) = run_config("validate", &config);
     assert_eq!(status.code(), Some(1));
     assert!(
         stderr.contains("transform errors-only: init failed: min_severity: invalid value \"loud\""),
@@ -562,9 +495,7 @@ async fn server_side_filter() {
                 .to_vec(),
         ]
     );
-    let (status, log) = host.stop();
-    assert!(status.success(), "exit {status}; log:\n{log}");
-    assert_eq!(broker.all("filtered"), got);
+    finish(&broker, host, &[("filtered", &got)]);
     // The filter was applied by the server: it sent nothing else live.
     assert_eq!(sim.stats().sent_updated, 2, "{:?}", sim.stats());
 }
@@ -595,34 +526,19 @@ fn misbehaving_transform_costs_one_event(mode: &str, limits: &str, why: &str) {
         &config(&addr, PLAIN_TOKEN, &transforms, &broker, "faults"),
         &[],
     );
-    let expected: Vec<Record> = sample_live()
-        .iter()
-        .filter(|e| {
-            e["type"] == "UPDATED"
-                && !e["value"]["description"]
-                    .as_str()
-                    .unwrap_or("")
-                    .contains("1300")
-        })
-        .map(|e| {
-            Record::text(
-                "faults",
-                e["value"]["title"].as_str().unwrap_or(""),
-                e["value"]["description"].as_str().unwrap_or(""),
-            )
-        })
-        .collect();
+    let expected = title_to_key_records("faults", |v| {
+        !v["description"].as_str().unwrap_or("").contains("1300")
+    });
     assert_eq!(expected.len(), 4);
-    let got = broker.consume(&host, "faults", 4);
-    assert_eq!(got, expected);
+    broker.expect_records(&host, "faults", &expected);
     for key in ["b7e29d4410aa4c07", "d5a8e61f0c3b4b9a"] {
         let line = host.wait_for_log(&format!("transform failed on event {key}"));
         assert!(line.contains(why), "{line}");
     }
-    let (status, log) = host.stop();
-    assert!(status.success(), "exit {status}; log:\n{log}");
+    // The records were checked above; this stops the host and checks that
+    // nothing more arrived.
+    let log = finish(&broker, host, &[("faults", &expected)]);
     assert!(log.contains("transform_failures=2"), "{log}");
-    assert_eq!(broker.all("faults"), expected);
 }
 
 #[test]
@@ -667,11 +583,9 @@ async fn on_error_stop_stops_cleanly() {
         config(&addr, PLAIN_TOKEN, &transforms, &broker, "stops"),
     )
     .unwrap();
-    let path = path.to_str().unwrap().to_string();
-    let (status, _, stderr) =
-        tokio::task::spawn_blocking(move || run_to_end(&["run", "--config", &path]))
-            .await
-            .unwrap();
+    let (status, _, stderr) = tokio::task::spawn_blocking(move || run_config("run", &path))
+        .await
+        .unwrap();
     assert_eq!(status.code(), Some(1), "{stderr}");
     let errors: Vec<&str> = stderr
         .lines()

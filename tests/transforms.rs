@@ -4,9 +4,15 @@
 
 mod support;
 
-use cvp_simulator::{SimOptions, Simulator};
-use std::path::PathBuf;
-use support::{config, run_to_end, wasm, Broker, Host, Record};
+use cvp_simulator::SimOptions;
+use std::path::{Path, PathBuf};
+use support::{
+    config, expect_exactly, finish, run_config, run_to_end, sample_simulator, sample_updated,
+    simulator, transform_at, wasm, Broker, Host, Record,
+};
+
+/// The source keys of a plaintext simulator that wants the token `tok`.
+const PLAIN_TOK: &str = "    token: tok\n    tls: { enabled: false }";
 
 /// A component built by an example's build.sh (scripts/test-all runs them).
 fn example(file: &str, build: &str) -> PathBuf {
@@ -27,21 +33,52 @@ fn json_subset() -> PathBuf {
     example("json_subset.wasm", "transforms/js/json-subset/build.sh")
 }
 
-fn transform_test(args: &[&str]) -> (i32, Vec<String>, String) {
-    let mut all = vec!["transform", "test"];
+/// What `cvp-stream transform test` did: its exit code, the lines it
+/// printed (one per sample event) and its stderr.
+struct TransformTest {
+    code: i32,
+    lines: Vec<String>,
+    stderr: String,
+}
+
+/// `cvp-stream transform test COMPONENT ARGS...`, run to the end.
+fn transform_test(component: impl AsRef<Path>, args: &[&str]) -> TransformTest {
+    let mut all = vec![
+        "transform",
+        "test",
+        component.as_ref().to_str().expect("a UTF-8 path"),
+    ];
     all.extend_from_slice(args);
     let (status, stdout, stderr) = run_to_end(&all);
-    (
-        status.code().unwrap_or(-1),
-        stdout.lines().map(String::from).collect(),
+    TransformTest {
+        code: status.code().unwrap_or(-1),
+        lines: stdout.lines().map(String::from).collect(),
         stderr,
-    )
+    }
+}
+
+impl TransformTest {
+    /// Asserts exit code 0 (showing stderr if not).
+    #[track_caller]
+    fn assert_success(self) -> TransformTest {
+        assert_eq!(self.code, 0, "{}", self.stderr);
+        self
+    }
+
+    /// Asserts exit code 1 with `message` in stderr.
+    #[track_caller]
+    fn assert_failure_with(self, message: &str) -> TransformTest {
+        assert_eq!(self.code, 1, "{}", self.stderr);
+        assert!(self.stderr.contains(message), "{}", self.stderr);
+        self
+    }
 }
 
 #[test]
 fn transform_test_prints_what_the_stock_transform_produces() {
-    let (code, lines, stderr) = transform_test(&["builtin:title-to-key"]);
-    assert_eq!(code, 0, "{stderr}");
+    let lines = transform_test("builtin:title-to-key", &[])
+        .assert_success()
+        .lines;
     // Every operation of the built-in sample set, merged as `run` merges.
     assert_eq!(lines.len(), 9, "{lines:#?}");
     assert_eq!(
@@ -53,13 +90,12 @@ fn transform_test_prints_what_the_stock_transform_produces() {
 
 #[test]
 fn transform_test_shows_drops_config_and_failures() {
-    let filter = wasm("severity_filter");
-    let (code, lines, stderr) = transform_test(&[
-        filter.to_str().unwrap(),
-        "--config",
-        "min_severity=critical",
-    ]);
-    assert_eq!(code, 0, "{stderr}");
+    let lines = transform_test(
+        wasm("severity_filter"),
+        &["--config", "min_severity=critical"],
+    )
+    .assert_success()
+    .lines;
     let kept: Vec<&String> = lines.iter().filter(|l| !l.ends_with(": dropped")).collect();
     assert_eq!(kept.len(), 2, "{lines:#?}"); // the BGP event, INITIAL and DELETED
     assert!(
@@ -67,19 +103,12 @@ fn transform_test_shows_drops_config_and_failures() {
         "{kept:#?}"
     );
 
-    let bad = wasm("misbehave");
-    let (code, lines, stderr) = transform_test(&[
-        bad.to_str().unwrap(),
-        "--config",
-        "mode=trap",
-        "--config",
-        "trigger=1300",
-    ]);
-    assert_eq!(code, 1);
-    assert!(
-        stderr.contains("error: the transform failed on 2 of 9 events"),
-        "{stderr}"
-    );
+    let lines = transform_test(
+        wasm("misbehave"),
+        &["--config", "mode=trap", "--config", "trigger=1300"],
+    )
+    .assert_failure_with("error: the transform failed on 2 of 9 events")
+    .lines;
     let failed: Vec<&String> = lines
         .iter()
         .filter(|l| l.contains(": error in misbehave: trapped: panic: misbehave: triggered by"))
@@ -92,24 +121,22 @@ fn transform_test_refuses_what_is_not_our_component() {
     let dir = tempfile::tempdir().unwrap();
     let core = dir.path().join("core.wasm");
     std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
-    let (code, _, stderr) = transform_test(&[core.to_str().unwrap()]);
-    assert_eq!(code, 1);
-    assert!(
-        stderr.contains("is a core WebAssembly module, not a component"),
-        "{stderr}"
-    );
+    transform_test(&core, &[]).assert_failure_with("is a core WebAssembly module, not a component");
 }
 
 #[test]
 fn python_example_through_transform_test() {
-    let (code, lines, stderr) = transform_test(&[
-        site_enrich().to_str().unwrap(),
-        "--config",
-        "sites={JPE19181520: dc1, SSJ17371234: dc2}",
-        "--config",
-        "default=elsewhere",
-    ]);
-    assert_eq!(code, 0, "{stderr}");
+    let lines = transform_test(
+        site_enrich(),
+        &[
+            "--config",
+            "sites={JPE19181520: dc1, SSJ17371234: dc2}",
+            "--config",
+            "default=elsewhere",
+        ],
+    )
+    .assert_success()
+    .lines;
     let sites: Vec<String> = lines
         .iter()
         .map(|l| l.rsplit("headers=").next().unwrap().to_string())
@@ -130,33 +157,24 @@ fn python_example_through_transform_test() {
         "{lines:#?}"
     );
     // Without the mapping the transform refuses to start, naming the key.
-    let (code, _, stderr) = transform_test(&[site_enrich().to_str().unwrap()]);
-    assert_eq!(code, 1);
-    assert!(
-        stderr.contains("init failed: config key `sites` is missing"),
-        "{stderr}"
-    );
+    transform_test(site_enrich(), &[])
+        .assert_failure_with("init failed: config key `sites` is missing");
 }
 
 #[test]
 fn javascript_example_through_transform_test() {
-    let (code, lines, stderr) = transform_test(&[
-        json_subset().to_str().unwrap(),
-        "--config",
-        "fields=[key, severity, title]",
-    ]);
-    assert_eq!(code, 0, "{stderr}");
+    let lines = transform_test(
+        json_subset(),
+        &["--config", "fields=[key, severity, title]"],
+    )
+    .assert_success()
+    .lines;
     assert_eq!(
         lines[0],
         r#"a1f3c2e0d9b84e11 UPDATED: cvp-events  key="a1f3c2e0d9b84e11"  value="{\"key\":\"a1f3c2e0d9b84e11\",\"severity\":\"warning\",\"title\":\"Interface Exceeded Outbound Utilization Threshold\"}""#
     );
-    let (code, _, stderr) = transform_test(&[
-        json_subset().to_str().unwrap(),
-        "--config",
-        "fields=[sevrity]",
-    ]);
-    assert_eq!(code, 1);
-    assert!(stderr.contains("unknown field \"sevrity\""), "{stderr}");
+    transform_test(json_subset(), &["--config", "fields=[sevrity]"])
+        .assert_failure_with("unknown field \"sevrity\"");
 }
 
 /// Python then JavaScript then nothing else: headers from the first, the
@@ -165,38 +183,23 @@ fn javascript_example_through_transform_test() {
 async fn python_and_javascript_in_one_pipeline() {
     let broker = Broker::start();
     broker.create_topic("polyglot", 1);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sim = Simulator::start(
-        SimOptions {
-            token: Some("tok".into()),
-            script: cvp_simulator::load_jsonl(&support::sample_events()).unwrap(),
-            rate: 0.0,
-            ..SimOptions::default()
-        },
-        listener,
-    )
-    .await
-    .unwrap();
-    let transforms = format!(
-        "  - name: site-enrich\n    path: {:?}\n    config: {{ sites: {{ JPE19181520: dc1, SSJ17371234: dc2 }} }}\n  - name: json-subset\n    path: {:?}\n    config: {{ fields: [key, title] }}\n",
-        site_enrich().display().to_string(),
-        json_subset().display().to_string()
+    let (_sim, addr) = sample_simulator("tok").await;
+    let transforms = transform_at(
+        "site-enrich",
+        &site_enrich(),
+        "    config: { sites: { JPE19181520: dc1, SSJ17371234: dc2 } }\n",
+    ) + &transform_at(
+        "json-subset",
+        &json_subset(),
+        "    config: { fields: [key, title] }\n",
     );
     let host = Host::run(
-        &config(
-            &sim.local_addr().to_string(),
-            "    token: tok\n    tls: { enabled: false }",
-            &transforms,
-            &broker,
-            "polyglot",
-        ),
+        &config(&addr, PLAIN_TOK, &transforms, &broker, "polyglot"),
         &[],
     );
-    let expected: Vec<Record> = support::sample_live()
+    let expected: Vec<Record> = sample_updated()
         .iter()
-        .filter(|e| e["type"] == "UPDATED")
-        .map(|e| {
-            let v = &e["value"];
+        .map(|v| {
             let key = v["key"]["key"].as_str().unwrap();
             let value = match v["title"].as_str() {
                 Some(t) => serde_json::json!({ "key": key, "title": t }),
@@ -212,11 +215,7 @@ async fn python_and_javascript_in_one_pipeline() {
             r
         })
         .collect();
-    let got = broker.consume(&host, "polyglot", expected.len());
-    assert_eq!(got, expected);
-    let (status, log) = host.stop();
-    assert!(status.success(), "exit {status}; log:\n{log}");
-    assert_eq!(broker.all("polyglot"), expected);
+    expect_exactly(&broker, host, &[("polyglot", &expected)]);
 }
 
 /// Replaces `path` the way deploy tools should: write aside, then rename.
@@ -234,34 +233,20 @@ async fn hot_reload_swaps_without_losing_events() {
     const UPDATES: usize = 400;
     let broker = Broker::start();
     broker.create_topic("reload", 1);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sim = Simulator::start(
-        SimOptions {
-            token: Some("tok".into()),
-            initial: 5,
-            updates: UPDATES as u64,
-            rate: 40.0,
-            ..SimOptions::default()
-        },
-        listener,
-    )
-    .await
-    .unwrap();
+    let (_sim, addr) = simulator(SimOptions {
+        token: Some("tok".into()),
+        initial: 5,
+        updates: UPDATES as u64,
+        rate: 40.0,
+        ..SimOptions::default()
+    })
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let live = dir.path().join("t.wasm");
     std::fs::copy(wasm("title_to_key"), &live).unwrap();
-    let transforms = format!("  - name: t\n    path: {:?}\n", live.display().to_string());
-    let extra = "    token: tok\n    tls: { enabled: false }\n    operations: [updated, deleted]";
-    let host = Host::run(
-        &config(
-            &sim.local_addr().to_string(),
-            extra,
-            &transforms,
-            &broker,
-            "reload",
-        ),
-        &[],
-    );
+    let transforms = transform_at("t", &live, "");
+    let extra = format!("{PLAIN_TOK}\n    operations: [updated, deleted]");
+    let host = Host::run(&config(&addr, &extra, &transforms, &broker, "reload"), &[]);
 
     broker.consume(&host, "reload", 10);
     replace_file(&live, b"not a component");
@@ -292,9 +277,8 @@ async fn hot_reload_swaps_without_losing_events() {
     host.signal(libc::SIGHUP);
     host.wait_for_log("SIGHUP: reloading every transform");
     host.wait_for_log("reloaded transform t");
-    let (status, log) = host.stop();
-    assert!(status.success(), "exit {status}; log:\n{log}");
-    assert_eq!(broker.all("reload"), got, "every event exactly once");
+    // Every event exactly once: the topic holds what was consumed, no more.
+    finish(&broker, host, &[("reload", &got)]);
 }
 
 /// `cvp-stream test`: the example's cases pass; a wrong expectation fails
@@ -302,7 +286,7 @@ async fn hot_reload_swaps_without_losing_events() {
 #[test]
 fn declarative_pipeline_tests() {
     let example = support::repo_root().join("config/pipeline-tests.yaml");
-    let (status, stdout, stderr) = run_to_end(&["test", "--config", example.to_str().unwrap()]);
+    let (status, stdout, stderr) = run_config("test", &example);
     assert!(status.success(), "{stdout}{stderr}");
     assert!(stdout.ends_with("3 passed, 0 failed\n"), "{stdout}");
 
@@ -322,7 +306,7 @@ fn declarative_pipeline_tests() {
             "      - key: BGP Peer Down",
         );
     std::fs::write(&wrong, text).unwrap();
-    let (status, stdout, stderr) = run_to_end(&["test", "--config", wrong.to_str().unwrap()]);
+    let (status, stdout, stderr) = run_config("test", &wrong);
     assert_eq!(status.code(), Some(1));
     assert!(
         stdout.contains("FAIL  a deleted critical event still carries its title: record 1: key is Some(\"BGP Peer Session Down\"), expected \"BGP Peer Down\""),
@@ -340,15 +324,18 @@ fn declarative_pipeline_tests() {
 fn scaffold_builds_and_works(lang: &str, build: &[&str], wasm_at: &str) {
     let dir = tempfile::tempdir().unwrap();
     let project = dir.path().join("my-filter");
-    let (status, stdout, stderr) = run_to_end(&[
-        "transform",
-        "new",
-        "--lang",
-        lang,
-        "my-filter",
-        "--dir",
-        project.to_str().unwrap(),
-    ]);
+    let transform_new = || {
+        run_to_end(&[
+            "transform",
+            "new",
+            "--lang",
+            lang,
+            "my-filter",
+            "--dir",
+            project.to_str().unwrap(),
+        ])
+    };
+    let (status, stdout, stderr) = transform_new();
     assert!(status.success(), "{stdout}{stderr}");
     assert!(
         stdout.starts_with(&format!("created {lang} transform my-filter")),
@@ -378,8 +365,7 @@ fn scaffold_builds_and_works(lang: &str, build: &[&str], wasm_at: &str) {
         project.join(wasm_at)
     };
 
-    let (code, lines, stderr) = transform_test(&[wasm.to_str().unwrap()]);
-    assert_eq!(code, 0, "{stderr}");
+    let lines = transform_test(&wasm, &[]).assert_success().lines;
     assert_eq!(lines.len(), 9, "{lines:#?}");
     assert!(
         lines
@@ -387,22 +373,14 @@ fn scaffold_builds_and_works(lang: &str, build: &[&str], wasm_at: &str) {
             .all(|l| l.ends_with("headers=[x-transform=my-filter]")),
         "{lines:#?}"
     );
-    let (code, lines, stderr) =
-        transform_test(&[wasm.to_str().unwrap(), "--config", "min_severity=error"]);
-    assert_eq!(code, 0, "{stderr}");
+    let lines = transform_test(&wasm, &["--config", "min_severity=error"])
+        .assert_success()
+        .lines;
     let kept = lines.iter().filter(|l| !l.ends_with(": dropped")).count();
     assert_eq!(kept, 4, "error and critical events only: {lines:#?}");
 
     // The same name again is refused, not overwritten.
-    let (status, _, stderr) = run_to_end(&[
-        "transform",
-        "new",
-        "--lang",
-        lang,
-        "my-filter",
-        "--dir",
-        project.to_str().unwrap(),
-    ]);
+    let (status, _, stderr) = transform_new();
     assert_eq!(status.code(), Some(1));
     assert!(
         stderr.contains("already exists and is not empty"),
@@ -435,53 +413,24 @@ fn new_javascript_transform() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guest_stderr_is_fine_everywhere() {
     let bad = wasm("misbehave");
-    let (code, lines, stderr) = transform_test(&[
-        bad.to_str().unwrap(),
-        "--config",
-        "mode=error",
-        "--config",
-        "say=hello",
-    ]);
-    assert_eq!(code, 0, "{stderr}");
-    assert_eq!(lines.len(), 9);
+    let out = transform_test(&bad, &["--config", "mode=error", "--config", "say=hello"]);
+    assert_eq!(out.assert_success().lines.len(), 9);
 
     let broker = Broker::start();
     broker.create_topic("talk", 1);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let script = cvp_simulator::load_jsonl(&support::sample_events()).unwrap();
-    let sim = Simulator::start(
-        SimOptions {
-            token: Some("tok".into()),
-            script,
-            rate: 0.0,
-            ..SimOptions::default()
-        },
-        listener,
-    )
-    .await
-    .unwrap();
-    let transforms = format!(
-        "  - name: talker\n    path: {:?}\n    config: {{ mode: error, say: hello }}\n",
-        bad.display().to_string()
-    );
-    let yaml = config(
-        &sim.local_addr().to_string(),
-        "    token: tok\n    tls: { enabled: false }",
-        &transforms,
-        &broker,
-        "talk",
-    );
+    let (_sim, addr) = sample_simulator("tok").await;
+    let transforms = transform_at("talker", &bad, "    config: { mode: error, say: hello }\n");
+    let yaml = config(&addr, PLAIN_TOK, &transforms, &broker, "talk");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.yaml");
     std::fs::write(&path, &yaml).unwrap();
-    let (status, stdout, stderr) = run_to_end(&["validate", "--config", path.to_str().unwrap()]);
+    let (status, stdout, stderr) = run_config("validate", &path);
     assert!(status.success(), "{stdout}{stderr}");
 
     let host = Host::run(&yaml, &[]);
     let got = broker.consume(&host, "talk", 6);
     assert_eq!(got.len(), 6);
-    let (status, log) = host.stop();
-    assert!(status.success(), "exit {status}; log:\n{log}");
+    let log = host.stop_cleanly();
     assert!(!log.contains("panicked"), "{log}");
 }
 
@@ -512,25 +461,25 @@ fn component_for_another_wit_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.wasm");
     std::fs::write(&path, &bytes).unwrap();
-    let (code, _, stderr) = transform_test(&[path.to_str().unwrap()]);
-    assert_eq!(code, 1, "{stderr}");
-    assert!(
-        stderr.contains("was built for cvp-stream:transform@0.9.0; this cvp-stream accepts cvp-stream:transform@0.1.0 (0.1.x)"),
-        "{stderr}"
+    transform_test(&path, &[]).assert_failure_with(
+        "was built for cvp-stream:transform@0.9.0; this cvp-stream accepts cvp-stream:transform@0.1.0 (0.1.x)",
     );
 }
 
 /// A guest's log lines reach the host's log, tagged with the transform.
 #[test]
 fn guest_logs_reach_the_host_log() {
-    let (code, _, stderr) = transform_test(&[
-        site_enrich().to_str().unwrap(),
-        "--config",
-        "sites={JPE19181520: dc1}",
-        "--log-level",
-        "debug",
-    ]);
-    assert_eq!(code, 0, "{stderr}");
+    let stderr = transform_test(
+        site_enrich(),
+        &[
+            "--config",
+            "sites={JPE19181520: dc1}",
+            "--log-level",
+            "debug",
+        ],
+    )
+    .assert_success()
+    .stderr;
     let line = stderr
         .lines()
         .find(|l| l.contains("1 devices mapped") || l.contains("1 device mapped"))
@@ -558,19 +507,25 @@ fn an_instance_worn_out_does_not_cost_an_innocent_event() {
         .map(|i| line.replace("a1f3c2e0d9b84e11", &format!("{i:016x}")) + "\n")
         .collect();
     std::fs::write(&events, text).unwrap();
-    let leaky = wasm("misbehave");
-    let (code, lines, stderr) = transform_test(&[
-        leaky.to_str().unwrap(),
-        "--config",
-        "mode=leak",
-        "--events",
-        events.to_str().unwrap(),
-    ]);
-    assert!(
-        stderr.contains("exceeded its memory limit"),
-        "the cap was never reached: {stderr}"
+    let out = transform_test(
+        wasm("misbehave"),
+        &[
+            "--config",
+            "mode=leak",
+            "--events",
+            events.to_str().unwrap(),
+        ],
     );
-    assert_eq!(code, 0, "{stderr}");
-    assert_eq!(lines.len(), 600);
-    assert!(lines.iter().all(|l| !l.contains(": error in ")), "{stderr}");
+    assert!(
+        out.stderr.contains("exceeded its memory limit"),
+        "the cap was never reached: {}",
+        out.stderr
+    );
+    let out = out.assert_success();
+    assert_eq!(out.lines.len(), 600);
+    assert!(
+        out.lines.iter().all(|l| !l.contains(": error in ")),
+        "{}",
+        out.stderr
+    );
 }

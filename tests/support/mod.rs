@@ -199,6 +199,20 @@ impl Broker {
         out
     }
 
+    /// Waits for as many records on `topic` as `expected` holds and asserts
+    /// they are `expected`, in order; returns them. That nothing more
+    /// follows is for [`finish`] to check, once the host has stopped.
+    pub fn expect_records(&self, host: &Host, topic: &str, expected: &[Record]) -> Vec<Record> {
+        let got = self.consume(host, topic, expected.len());
+        assert_eq!(
+            got,
+            expected,
+            "the records on {topic}; cvp-stream log:\n{}",
+            host.log()
+        );
+        got
+    }
+
     /// Everything `topic` holds, once no producer writes to it any more: a
     /// sentinel record produced to each partition marks its end, so the
     /// read stops on a signal, not on a quiet period.
@@ -417,6 +431,40 @@ impl Host {
         let log = self.log();
         (status, log)
     }
+
+    /// [`Host::stop`], asserting a clean exit (status 0); returns the log.
+    pub fn stop_cleanly(self) -> String {
+        let (status, log) = self.stop();
+        assert!(status.success(), "exit {status}; log:\n{log}");
+        log
+    }
+}
+
+/// The end of most pipeline tests, for each `(topic, records)`: exactly
+/// these records arrive, in order; the host then stops cleanly on SIGTERM;
+/// and the topic holds nothing more (no record sent twice, none late).
+/// Returns the host's log for the test's own checks.
+pub fn expect_exactly(broker: &Broker, host: Host, topics: &[(&str, &[Record])]) -> String {
+    for (topic, expected) in topics {
+        broker.expect_records(&host, topic, expected);
+    }
+    finish(broker, host, topics)
+}
+
+/// The second half of [`expect_exactly`], for a test that consumed and
+/// checked the records itself: stops the host cleanly, then asserts each
+/// topic holds exactly `records` (what the test consumed), nothing more.
+/// Returns the host's log.
+pub fn finish(broker: &Broker, host: Host, topics: &[(&str, &[Record])]) -> String {
+    let log = host.stop_cleanly();
+    for (topic, records) in topics {
+        assert_eq!(
+            broker.all(topic),
+            *records,
+            "{topic}: nothing more, nothing twice; log:\n{log}"
+        );
+    }
+    log
 }
 
 impl Drop for Host {
@@ -441,7 +489,16 @@ fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
 
 /// Runs `cvp-stream ARGS...` to completion; returns (status, stdout, stderr).
 pub fn run_to_end(args: &[&str]) -> (ExitStatus, String, String) {
-    let out = host_command().args(args).output().expect("run cvp-stream");
+    run_to_end_with_env(args, &[])
+}
+
+/// [`run_to_end`] with extra environment, such as a token from a secret.
+pub fn run_to_end_with_env(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, String) {
+    let out = host_command()
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run cvp-stream");
     (
         out.status,
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -465,6 +522,33 @@ pub fn config(
     )
 }
 
+/// One item of a `transforms:` list: the component at `path`, then
+/// `extra` (indented keys such as `config:`, each line ending in `\n`).
+pub fn transform_at(name: &str, path: &Path, extra: &str) -> String {
+    format!(
+        "  - name: {name}\n    path: {:?}\n{extra}",
+        path.display().to_string()
+    )
+}
+
+/// [`transform_at`] for a component that build.rs builds.
+pub fn transform(name: &str, file: &str, extra: &str) -> String {
+    transform_at(name, &wasm(file), extra)
+}
+
+/// A config that `validate` can check and `run` can load, with nothing
+/// listening at its CVP and Kafka addresses; `transforms` as list items.
+pub fn offline_config(transforms: &str) -> String {
+    format!(
+        "source: {{ cvp: {{ address: \"127.0.0.1:1\", token: x, tls: {{ enabled: false }} }} }}\ntransforms:\n{transforms}sink: {{ kafka: {{ brokers: \"127.0.0.1:1\", topic: t }} }}\n"
+    )
+}
+
+/// `cvp-stream CMD --config CONFIG` run to completion, as [`run_to_end`].
+pub fn run_config(cmd: &str, config: &Path) -> (ExitStatus, String, String) {
+    run_to_end(&[cmd, "--config", config.to_str().unwrap()])
+}
+
 /// The live (non-INITIAL) entries of the sample recording, as JSON.
 pub fn sample_live() -> Vec<serde_json::Value> {
     std::fs::read_to_string(sample_events())
@@ -473,6 +557,16 @@ pub fn sample_live() -> Vec<serde_json::Value> {
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
         .filter(|v| v["type"] != "INITIAL")
+        .collect()
+}
+
+/// The events of the sample recording's live UPDATED entries (each entry's
+/// `value`), in order: what `run` forwards with the default `operations`.
+pub fn sample_updated() -> Vec<serde_json::Value> {
+    sample_live()
+        .into_iter()
+        .filter(|e| e["type"] == "UPDATED")
+        .map(|e| e["value"].clone())
         .collect()
 }
 
@@ -530,22 +624,35 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
+/// The simulator with `opts` on a loopback port, and its address.
+pub async fn simulator(opts: cvp_simulator::SimOptions) -> (cvp_simulator::SimHandle, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sim = cvp_simulator::Simulator::start(opts, listener)
+        .await
+        .expect("simulator");
+    let addr = sim.local_addr().to_string();
+    (sim, addr)
+}
+
 /// The simulator serving `script` (recording entries, sent as fast as the
 /// host reads) with a required `token`, plaintext, on a loopback port.
 pub async fn scripted_simulator(
     token: &str,
     script: Vec<cvp_proto::event::EventStreamResponse>,
 ) -> cvp_simulator::SimHandle {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    cvp_simulator::Simulator::start(
-        cvp_simulator::SimOptions {
-            token: Some(token.into()),
-            script,
-            rate: 0.0,
-            ..cvp_simulator::SimOptions::default()
-        },
-        listener,
-    )
-    .await
-    .expect("simulator")
+    let (sim, _) = simulator(cvp_simulator::SimOptions {
+        token: Some(token.into()),
+        script,
+        rate: 0.0,
+        ..cvp_simulator::SimOptions::default()
+    })
+    .await;
+    sim
+}
+
+/// [`scripted_simulator`] serving the sample recording; and its address.
+pub async fn sample_simulator(token: &str) -> (cvp_simulator::SimHandle, String) {
+    let sim = scripted_simulator(token, cvp_simulator::load_jsonl(&sample_events()).unwrap()).await;
+    let addr = sim.local_addr().to_string();
+    (sim, addr)
 }
