@@ -2,7 +2,7 @@
 //! runs out of memory or returns an error for it. The transform stage marks
 //! the failed event with its transform's policy; every sink applies it here.
 
-use super::DeliveryStats;
+use super::{DeliveryStats, TransformFailure};
 use crate::metrics;
 use anyhow::{bail, Result};
 use serde::Deserialize;
@@ -25,13 +25,14 @@ pub enum OnError {
 /// the sink.
 pub fn transform_failed(
     event_key: &str,
-    transform: &str,
-    error: &str,
-    policy: OnError,
+    failure: &TransformFailure,
     stats: &mut DeliveryStats,
 ) -> Result<()> {
     stats.failed_transform += 1;
-    match policy {
+    let TransformFailure {
+        transform, error, ..
+    } = failure;
+    match failure.policy {
         // The transform stage already logged it with the event key.
         OnError::Drop => {
             metrics::get()

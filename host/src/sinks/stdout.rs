@@ -35,13 +35,7 @@ impl StdoutSink {
                         }
                     }
                     Outcome::Failed(f) => {
-                        policy::transform_failed(
-                            &d.event_key,
-                            &f.transform,
-                            &f.error,
-                            f.policy,
-                            stats,
-                        )?;
+                        policy::transform_failed(&d.event_key, &f, stats)?;
                         if f.policy == OnError::DeadLetter {
                             let _ = writeln!(
                                 out,

@@ -199,13 +199,7 @@ impl KafkaSink {
                 }
             }
             Outcome::Failed(f) => {
-                policy::transform_failed(
-                    &d.event_key,
-                    &f.transform,
-                    &f.error,
-                    f.policy,
-                    &mut state.ledger.stats,
-                )?;
+                policy::transform_failed(&d.event_key, &f, &mut state.ledger.stats)?;
                 match (f.policy, &self.dead_letter_topic) {
                     (OnError::DeadLetter, Some(topic)) => {
                         let record = dead_letter::transform_failed(
