@@ -529,3 +529,52 @@ async fn token_auth() {
     assert_eq!(stats.produced, 0);
     assert_eq!(delivered("nats", &other), 0);
 }
+
+/// A record NATS cannot take (its topic is no valid subject) goes to the
+/// dead-letter topic in its place, with headers that say why; the others
+/// arrive as usual and nothing is left unsettled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undeliverable_record_is_dead_lettered() {
+    let js = jetstream().await;
+    let ts = TestStream::new(&js);
+    let topic = unique("events");
+    let dlq = unique("dlq");
+    let script = cvp_simulator::load_jsonl(&support::sample_events()).unwrap();
+    let sim = natsredis::simulator(script, 0.0).await;
+    let routes: serde_yaml::Value =
+        serde_yaml::from_str("{ HIGH_INTF_OUT_UTIL: \"not a subject\" }").unwrap();
+    let transforms = vec![
+        wasm_transform("route", "route_by_type", &[("routes", routes)]),
+        title_to_key(),
+    ];
+    let mut cfg = ts.sink(SERVER, &topic);
+    cfg.dead_letter_topic = Some(dlq.clone());
+    let config = natsredis::config(&sim, transforms, SinkConfig::Nats(cfg), None);
+    let stats = tokio::time::timeout(
+        LIMIT,
+        natsredis::run_to_end(config, sim, CancellationToken::new()),
+    )
+    .await
+    .expect("the run ends")
+    .expect("the run succeeds");
+    // Two HIGH_INTF_OUT_UTIL records replaced by their dead letters.
+    assert_eq!(
+        (stats.events, stats.produced, stats.failed_delivery),
+        (6, 6, 2)
+    );
+    let got: Vec<Msg> = ts.all().await.iter().map(read).collect();
+    let letters: Vec<&Msg> = got
+        .iter()
+        .filter(|m| m.subject == format!("{}{dlq}", ts.prefix))
+        .collect();
+    assert_eq!(letters.len(), 2, "{got:#?}");
+    for m in &letters {
+        let h = |k: &str| m.headers.get(k).map(|v| v[0].as_str());
+        assert_eq!(h("cvp-dead-letter-reason"), Some("undeliverable"));
+        assert_eq!(h("cvp-original-topic"), Some("not a subject"));
+        assert_eq!(h("cvp-event-type"), Some("HIGH_INTF_OUT_UTIL"));
+        assert!(h("cvp-error").unwrap().contains("not a valid NATS subject"));
+    }
+    assert_eq!(got.len(), 6);
+    assert_eq!(delivered("nats", &dlq), 2);
+}

@@ -495,3 +495,48 @@ async fn acl_user_and_password() {
     assert_eq!(stats.produced, 0);
     assert_eq!(delivered("redis", &other), 0);
 }
+
+/// A record Redis will not take (its stream's name holds a string:
+/// WRONGTYPE) goes to the dead-letter topic in its place, with fields that
+/// say why; the others arrive as usual and nothing is left unsettled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_record_is_dead_lettered() {
+    let ts = TestStreams::new().await;
+    let topic = unique("events");
+    let dlq = unique("dlq");
+    let mut conn = ts.conn.clone();
+    let _: () = redis::cmd("SET")
+        .arg(format!("{}{topic}", ts.prefix))
+        .arg("not a stream")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let sim = natsredis::simulator(feed(0..5, "UPDATED"), 0.0).await;
+    let mut cfg = ts.sink(SERVER, &topic);
+    cfg.dead_letter_topic = Some(dlq.clone());
+    let config = natsredis::config(&sim, vec![title_to_key()], SinkConfig::Redis(cfg), None);
+    let stats = tokio::time::timeout(
+        LIMIT,
+        natsredis::run_to_end(config, sim, CancellationToken::new()),
+    )
+    .await
+    .expect("the run ends")
+    .expect("the run succeeds");
+    assert_eq!(
+        (stats.events, stats.produced, stats.failed_delivery),
+        (5, 5, 5)
+    );
+    // Dead letters keep no order among themselves (each is sent when its
+    // refusal is settled): sorted by key.
+    let mut letters = ts.all(&dlq).await;
+    letters.sort_by(|a, b| a["key"].cmp(&b["key"]));
+    assert_eq!(letters.len(), 5);
+    for (i, m) in letters.iter().enumerate() {
+        assert_eq!(m["key"], title(i));
+        assert_eq!(m["value"], description(i));
+        assert_eq!(m["header:cvp-dead-letter-reason"], "undeliverable");
+        assert_eq!(m["header:cvp-original-topic"], topic);
+        assert!(m["header:cvp-error"].contains("WRONGTYPE"), "{m:?}");
+    }
+    assert_eq!(delivered("redis", &dlq), 5);
+}
