@@ -3,6 +3,7 @@
 //! Every sink settles what it delivers through `crate::delivery`: a record
 //! counts as delivered only once its server has acknowledged it.
 
+pub mod acked;
 pub mod amqp;
 pub mod kafka;
 pub mod mqtt;

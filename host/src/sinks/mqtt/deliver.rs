@@ -230,13 +230,7 @@ impl State {
                 }
             }
             Outcome::Failed(f) => {
-                policy::transform_failed(
-                    &d.event_key,
-                    &f.transform,
-                    &f.error,
-                    f.policy,
-                    &mut self.ledger.stats,
-                )?;
+                policy::transform_failed(&d.event_key, &f, &mut self.ledger.stats)?;
                 match (f.policy, &sink.dead_letter_topic) {
                     (OnError::DeadLetter, Some(topic)) => {
                         let record = dead_letter::transform_failed(

@@ -5,18 +5,17 @@
 //! stream's duplicate window drops what a retry or a restart sends again.
 //!
 //! A record counts as delivered when JetStream's publish acknowledgement
-//! comes back (the stream has stored it). `acked.rs` is the loop that keeps
+//! comes back (the stream has stored it). `../acked.rs` is the loop that keeps
 //! unacknowledged records, resends them, and bounds them; it is shared
 //! with the Redis sink. `config.rs` is the `sink.nats` block.
 
-pub(crate) mod acked;
 mod config;
 
 pub use config::{NatsConfig, NatsTls, StreamSpec};
 
 use crate::delivery::{Delivery, DeliveryStats, Ledger};
 use crate::metrics;
-use acked::{Ack, Outgoing, SendError, Settings, Transport};
+use crate::sinks::acked::{self, Ack, Outgoing, SendError, Settings, Transport};
 use anyhow::{anyhow, bail, Result};
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;

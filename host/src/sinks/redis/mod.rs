@@ -7,7 +7,7 @@
 //! entry's id. Redis cannot recognise a resend, so a record whose reply was
 //! lost with the connection is added again: at-least-once, duplicates
 //! bounded by `max_in_flight` per lost connection. The delivery loop is the
-//! one the NATS sink uses (`sinks/nats/acked.rs`); this file is the
+//! one the NATS sink uses (`sinks/acked.rs`); this file is the
 //! connection (kept by a task of its own, reconnecting with backoff) and the
 //! command. `config.rs` is the `sink.redis` block.
 
@@ -17,7 +17,7 @@ pub use config::{Endpoint, RedisConfig, RedisTls};
 
 use crate::delivery::{Delivery, DeliveryStats, Ledger};
 use crate::metrics;
-use crate::sinks::nats::acked::{self, Ack, Outgoing, SendError, Settings, Transport};
+use crate::sinks::acked::{self, Ack, Outgoing, SendError, Settings, Transport};
 use anyhow::{anyhow, bail, Result};
 use futures::future::BoxFuture;
 use redis::aio::MultiplexedConnection;

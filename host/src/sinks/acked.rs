@@ -12,7 +12,8 @@
 //! shutdown, outstanding records get `flush_timeout` to be acknowledged; the
 //! rest are left to the checkpoint, which never passes them.
 //!
-//! Nothing here is NATS-specific: the Redis sink runs the same loop.
+//! Shared by the NATS and Redis sinks; a new sink whose server acknowledges
+//! each record can implement [`Transport`] and run the same loop.
 
 use crate::delivery::{dead_letter, policy, Delivery, DeliveryStats, Ledger, OnError, Outcome};
 use crate::metrics;
@@ -225,13 +226,7 @@ impl<T: Transport> State<'_, T> {
                 }
             }
             Outcome::Failed(f) => {
-                policy::transform_failed(
-                    &d.event_key,
-                    &f.transform,
-                    &f.error,
-                    f.policy,
-                    &mut self.ledger.stats,
-                )?;
+                policy::transform_failed(&d.event_key, &f, &mut self.ledger.stats)?;
                 match (f.policy, &self.settings.dead_letter_topic) {
                     (OnError::DeadLetter, Some(topic)) => {
                         let record = dead_letter::transform_failed(
