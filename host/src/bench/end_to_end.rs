@@ -63,6 +63,10 @@ impl Kafka {
         }
     }
 
+    fn sink_config(&self, topic: &str) -> SinkConfig {
+        SinkConfig::Kafka(self.config(topic))
+    }
+
     fn config(&self, topic: &str) -> KafkaConfig {
         match self {
             Kafka::Mock => {
@@ -151,9 +155,17 @@ pub async fn throughput(
     events: u64,
     topic: &str,
 ) -> Result<Throughput> {
+    throughput_into(&kafka.sink_config(topic), scenario, events).await
+}
+
+/// The same into any sink.
+pub async fn throughput_into(
+    sink: &SinkConfig,
+    scenario: &Scenario,
+    events: u64,
+) -> Result<Throughput> {
     let log = Arc::new(AckLog::default());
-    let (stats, started, cores) =
-        pipeline(kafka, scenario, events, 0.0, topic, log.clone()).await?;
+    let (stats, started, cores) = pipeline(sink, scenario, events, 0.0, log.clone()).await?;
     let times = log.inner.lock().unwrap_or_else(|p| p.into_inner());
     let (Some(first), Some(last)) = (times.first, times.last) else {
         bail!("no record was acknowledged");
@@ -207,7 +219,14 @@ pub async fn latency(kafka: &Kafka, rate: f64, seconds: f64, topic: &str) -> Res
         samples: true,
         ..AckLog::default()
     });
-    pipeline(kafka, &Scenario::stock(), events, rate, topic, log.clone()).await?;
+    pipeline(
+        &kafka.sink_config(topic),
+        &Scenario::stock(),
+        events,
+        rate,
+        log.clone(),
+    )
+    .await?;
     let mut ns = std::mem::take(
         &mut log
             .inner
@@ -235,11 +254,10 @@ pub async fn latency(kafka: &Kafka, rate: f64, seconds: f64, topic: &str) -> Res
 /// every record is settled. Returns the sink's stats and when the live feed
 /// started.
 async fn pipeline(
-    kafka: &Kafka,
+    sink: &SinkConfig,
     scenario: &Scenario,
     events: u64,
     rate: f64,
-    topic: &str,
     log: Arc<AckLog>,
 ) -> Result<(DeliveryStats, Instant, f64)> {
     let token = format!("bench-{:016x}", rand::random::<u64>());
@@ -269,12 +287,22 @@ async fn pipeline(
                 .operations([Op::Updated, Op::Deleted]),
             ConfigBuilder::transform,
         )
-        .sink(SinkConfig::Kafka(kafka.config(topic)))
+        .sink(sink.clone())
         .build()?;
     let config = Arc::new(config);
-    let sink = KafkaSink::new(&kafka.config(topic))?;
-    sink.probe().await;
-    let mut pipeline = Pipeline::build_off_runtime(config, Sink::Kafka(sink)).await?;
+    // Kafka's health watcher would outlive the run (and keep its producer):
+    // the bench only probes. Other sinks stop theirs with `watch`.
+    let watch = CancellationToken::new();
+    let _stop_watch = watch.clone().drop_guard();
+    let sink = match &config.sink {
+        SinkConfig::Kafka(k) => {
+            let kafka = KafkaSink::new(k)?;
+            kafka.probe().await;
+            Sink::Kafka(kafka)
+        }
+        other => other.start(&watch).await?,
+    };
+    let mut pipeline = Pipeline::build_off_runtime(config, sink).await?;
     pipeline.observe_deliveries(log);
 
     // Once every live event is on the wire, end the stream: the pipeline

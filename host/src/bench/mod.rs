@@ -13,6 +13,7 @@
 //! `scripts/measure-memory`, which `scripts/bench` runs after this.
 
 mod end_to_end;
+mod sinks;
 mod stage;
 mod startup;
 
@@ -77,6 +78,38 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                     r.steady,
                     r.cores,
                     r.seconds / one
+                );
+            }
+        }
+        if !args.sinks.is_empty() {
+            println!(
+                "\n### Into each sink: stock title-to-key, {} events, median of {} runs\n",
+                args.events, args.runs
+            );
+            println!("| sink | records | seconds | events/s | first ack (s) | records/s after it | cores |");
+            println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+            for url in &args.sinks {
+                let mut runs = Vec::new();
+                for i in 0..args.runs.max(1) {
+                    // A topic per run: nothing of one run is counted in the next.
+                    let topic = format!("cvp-bench-{}-{i}", std::process::id());
+                    let sut = sinks::prepare(url, &topic).await?;
+                    let r =
+                        end_to_end::throughput_into(&sut.config, &Scenario::stock(), args.events)
+                            .await;
+                    sinks::cleanup(&sut, &topic).await;
+                    runs.push((sut.label, r?));
+                }
+                runs.sort_by(|a, b| a.1.seconds.total_cmp(&b.1.seconds));
+                let (label, r) = runs.swap_remove(runs.len() / 2);
+                println!(
+                    "| {label} | {} | {:.3} | {:.0} | {:.3} | {:.0} | {:.2} |",
+                    r.records,
+                    r.seconds,
+                    r.events as f64 / r.seconds,
+                    r.first_ack,
+                    r.steady,
+                    r.cores
                 );
             }
         }

@@ -14,6 +14,11 @@ pub struct BenchArgs {
     /// Also measure against this real Kafka cluster (the topic must exist).
     #[arg(long)]
     pub brokers: Option<String>,
+    /// Also measure throughput into this sink, by URL (`nats://`, `mqtt://`,
+    /// `redis://`, `amqp://`; repeatable): stock title-to-key, the same
+    /// generator. Each run uses names of its own and removes them after.
+    #[arg(long = "sink", value_name = "URL")]
+    pub sinks: Vec<String>,
     #[arg(long, default_value = "cvp-events")]
     pub topic: String,
     /// Events per second for the latency run.

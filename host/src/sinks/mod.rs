@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 /// The `sink:` block: exactly one of these, named by its key
 /// (`sink: { kafka: {...} }`). A new sink is a variant here, a field in
 /// [`SinkBlock`], a variant in [`Sink`], and its arms below.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum SinkConfig {
     Kafka(KafkaConfig),
     Nats(NatsConfig),

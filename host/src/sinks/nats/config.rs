@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// `sink.nats`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NatsConfig {
     /// The server(s): `nats://host:4222`, `tls://host:4222`, or several
@@ -67,7 +67,7 @@ pub struct NatsConfig {
 }
 
 /// `sink.nats.stream`: created if missing, used as it is if present.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StreamSpec {
     pub name: String,
@@ -83,7 +83,7 @@ pub struct StreamSpec {
 }
 
 /// `sink.nats.tls`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NatsTls {
     /// Require TLS (implied by a `tls://` URL or any file below).

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// `sink.redis`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
     /// `redis://HOST:PORT[/DB]` or `rediss://` (TLS). Credentials go in
@@ -59,7 +59,7 @@ pub struct RedisConfig {
 }
 
 /// `sink.redis.tls`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisTls {
     /// TLS (implied by a `rediss://` URL or `ca_file`).
