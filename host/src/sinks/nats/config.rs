@@ -126,8 +126,14 @@ impl NatsConfig {
     /// topic, and a stream `CVP` for `topic` created if missing.
     pub fn from_url(url: &str, topic: &str) -> Result<NatsConfig> {
         let mut cfg = NatsConfig::new(url, topic);
+        // A stream per topic: one named for all would already exist, with
+        // another subject, the second time a different topic is tried.
+        let name: String = topic
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
         cfg.stream = Some(StreamSpec {
-            name: "CVP".into(),
+            name: format!("CVP_{name}"),
             subjects: vec![topic.to_string()],
             duplicate_window: default_duplicate_window(),
             storage: default_storage(),
