@@ -31,6 +31,49 @@ fn ops_config(cvp: &str, broker: &Broker, topic: &str, admin: &str) -> String {
     )
 }
 
+/// GNU `timeout` sends SIGTERM to the process and to its group: the two
+/// arrive together and are one request to stop, which drains, flushes and
+/// exits 0 (not the "second signal" exit 130 that skips the flush and the
+/// final checkpoint). The broker is frozen with records in flight, so the
+/// drain lasts (up to `flush_timeout`) and the second signal finds the
+/// process still running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sigterms_together_are_one_clean_stop() {
+    let broker = Broker::start();
+    broker.create_topic("twice", 1);
+    let (_sim, addr) = support::simulator(cvp_simulator::SimOptions {
+        token: Some("tok-ops".into()),
+        initial: 5,
+        updates: 100_000,
+        rate: 200.0,
+        ..cvp_simulator::SimOptions::default()
+    })
+    .await;
+    let admin = format!("127.0.0.1:{}", free_port());
+    let yaml = ops_config(&addr, &broker, "twice", &admin).replace(
+        "    topic: twice\n",
+        "    topic: twice\n    flush_timeout: 3s\n",
+    );
+    let host = Host::run(&yaml, &[]);
+    host.wait_for_log("CVP initial sync complete");
+    broker.freeze();
+    // Live updates keep coming at 200/s: records are now in flight.
+    eventually(&host, "records waiting for the frozen broker", || {
+        let (_, body) = http_get(&admin, "/metrics");
+        metric(&body, "cvp_stream_kafka_queue_depth").filter(|d| *d > 0.0)
+    });
+    host.signal(libc::SIGTERM);
+    // The second as soon as the first is being handled, while the sink
+    // drains: without the fix it counts as "exit now".
+    host.wait_for_log("shutting down");
+    host.signal(libc::SIGTERM);
+    let (status, log) = host.wait_exit();
+    broker.thaw();
+    assert!(status.success(), "exit {status}; log:\n{log}");
+    assert!(!log.contains("second signal"), "{log}");
+    assert!(log.contains("stopped"), "no final summary: {log}");
+}
+
 /// Every counter against what the sample recording holds: 2 INITIAL, 6
 /// UPDATED, 1 DELETED; of the 7 forwarded, the filter drops the 4 below
 /// error and 3 records reach Kafka.

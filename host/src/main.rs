@@ -54,8 +54,11 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line that says what to fix; never a backtrace.
-            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            // One line that says what to fix; never a backtrace. The message
+            // may quote a transform's `init` error or a server's reply:
+            // escape what could drive the terminal.
+            let line = format!("{e:#}").replace('\n', " ");
+            eprintln!("error: {}", cvp_stream::sinks::stdout::printable(&line));
             ExitCode::FAILURE
         }
     }
@@ -109,17 +112,24 @@ fn init_logging(level: &str, format: LogFormat) {
     }
 }
 
-/// First SIGINT/SIGTERM: stop reading, drain, flush, exit 0. Second: exit now.
+/// Signals this close to the first are the same request: GNU `timeout`
+/// sends SIGTERM to the process and to its group, so one stop arrives twice.
+const SAME_SIGNAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// First SIGINT/SIGTERM: stop reading, drain, flush, exit 0. Another one,
+/// later than [`SAME_SIGNAL`]: exit now.
 fn watch_signals(shutdown: CancellationToken) {
     tokio::spawn(async move {
-        let mut count = 0;
+        let mut first: Option<std::time::Instant> = None;
         loop {
             wait_for_signal().await;
-            count += 1;
-            if count == 1 {
-                tracing::info!("shutting down: draining transforms and flushing Kafka (signal again to exit at once)");
+            let Some(at) = first else {
+                first = Some(std::time::Instant::now());
+                tracing::info!("shutting down: draining transforms and flushing the sink (signal again to exit at once)");
                 shutdown.cancel();
-            } else {
+                continue;
+            };
+            if at.elapsed() >= SAME_SIGNAL {
                 eprintln!("second signal: exiting without flushing");
                 std::process::exit(130);
             }

@@ -414,11 +414,14 @@ impl Host {
     }
 
     /// SIGTERM, as systemd or Kubernetes would stop it; waits for the exit.
-    pub fn stop(mut self) -> (ExitStatus, String) {
-        // SAFETY: kill(2) on our own child's pid has no memory effects.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
+    pub fn stop(self) -> (ExitStatus, String) {
+        self.signal(libc::SIGTERM);
+        self.wait_exit()
+    }
+
+    /// Waits for the process to exit by itself (after signals the test
+    /// sent); returns its status and log.
+    pub fn wait_exit(mut self) -> (ExitStatus, String) {
         let status = wait_timeout(&mut self.child, DEADLINE).unwrap_or_else(|| {
             let _ = self.child.kill();
             panic!(

@@ -4,6 +4,7 @@
 
 use crate::event::SourceEvent;
 use crate::sinks::describe;
+use crate::sinks::stdout::printable;
 use crate::sources::cvp::EventCache;
 use crate::transforms::{PipelineConfig, TransformConfig, TransformStage};
 use anyhow::{anyhow, bail, Context, Result};
@@ -60,18 +61,23 @@ pub fn run(args: TransformTestArgs) -> Result<()> {
         let op = format!("{:?}", ev.op).to_uppercase();
         match outcome {
             Outcome::Produce(records) if records.is_empty() => {
-                writeln!(out, "{} {op}: dropped", ev.key())?
+                writeln!(out, "{} {op}: dropped", printable(ev.key()))?
             }
             Outcome::Produce(records) => {
                 for r in records {
-                    writeln!(out, "{} {op}: {}", ev.key(), describe(&r))?;
+                    writeln!(out, "{} {op}: {}", printable(ev.key()), describe(&r))?;
                 }
             }
             Outcome::Failed(Failure {
                 transform, error, ..
             }) => {
                 failures += 1;
-                writeln!(out, "{} {op}: error in {transform}: {error}", ev.key())?;
+                writeln!(
+                    out,
+                    "{} {op}: error in {transform}: {}",
+                    printable(ev.key()),
+                    printable(&error)
+                )?;
             }
         }
     }

@@ -34,6 +34,13 @@ pub fn interpolate(raw: &str, env: impl Fn(&str) -> Option<String>) -> Result<St
                     );
                 }
                 match (env(name), default) {
+                    // A line break in a value would end the YAML line and
+                    // let the value write keys of its own (a password
+                    // that turns TLS verification off).
+                    (Some(v), _) if v.contains(['\n', '\r']) => bail!(
+                        "line {}: environment variable {name} holds a line break, which would change the config's structure; remove it (a value must fit on its line)",
+                        lineno + 1
+                    ),
                     (Some(v), _) => out.push_str(&v),
                     (None, Some(d)) => out.push_str(d),
                     (None, None) => bail!(
@@ -83,6 +90,24 @@ mod tests {
         assert_eq!(
             interpolate(text, env).unwrap(),
             "a: v # not ${UNSET}\n# ${UNSET} either\nb: \"x # v\"\nc: 'it''s v' # ${UNSET}\nd: x#v\n"
+        );
+    }
+
+    /// CVP_PASSWORD=$'x\n    tls: { insecure_skip_verify: true }' once
+    /// turned verification off; a value cannot add lines.
+    #[test]
+    fn a_value_with_a_line_break_is_refused() {
+        let env = |_: &str| Some("x\n    tls: { insecure_skip_verify: true }".to_string());
+        let err = interpolate("a: 1\npassword: ${CVP_PASSWORD}\n", env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 2") && err.contains("CVP_PASSWORD") && err.contains("line break"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("insecure"),
+            "the value must not be echoed: {err}"
         );
     }
 

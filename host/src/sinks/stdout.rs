@@ -61,11 +61,17 @@ pub fn describe(r: &KafkaRecord) -> String {
     let headers: Vec<String> = r
         .headers
         .iter()
-        .map(|h| format!("{}={}", h.key, String::from_utf8_lossy(&h.value)))
+        .map(|h| {
+            format!(
+                "{}={}",
+                printable(&h.key),
+                printable(&String::from_utf8_lossy(&h.value))
+            )
+        })
         .collect();
     format!(
         "{}  key={}  value={}{}",
-        r.topic,
+        printable(&r.topic),
         text(&r.key),
         text(&r.value),
         if headers.is_empty() {
@@ -74,4 +80,52 @@ pub fn describe(r: &KafkaRecord) -> String {
             format!("  headers=[{}]", headers.join(", "))
         }
     )
+}
+
+/// `s` with control characters escaped (`\n`, `\u{1b}`, ...): what a
+/// transform chose must not move the cursor, colour or clear a terminal, or
+/// forge a line of output.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    std::borrow::Cow::Owned(
+        s.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cvp_transform_engine::Header;
+
+    /// Topics and headers a transform chose print escaped; ordinary text
+    /// prints as it is.
+    #[test]
+    fn control_characters_are_escaped() {
+        let r = KafkaRecord {
+            topic: "t\u{1b}[2J\nforged".into(),
+            key: Some(b"k".to_vec()),
+            value: None,
+            headers: vec![Header {
+                key: "h\r".into(),
+                value: b"v\0".to_vec(),
+            }],
+        };
+        let line = describe(&r);
+        assert!(!line.chars().any(char::is_control), "{line:?}");
+        assert_eq!(
+            line,
+            "t\\u{1b}[2J\\nforged  key=\"k\"  value=null  headers=[h\\r=v\\u{0}]"
+        );
+        assert_eq!(printable("plain: ü"), "plain: ü");
+    }
 }
