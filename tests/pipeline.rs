@@ -433,6 +433,11 @@ fn validate_accepts_the_example_chain() {
         stdout.contains("OK (2 transforms: errors-only -> title-to-key)"),
         "{stdout}"
     );
+    // It connects nowhere: librdkafka did not try the (absent) brokers.
+    assert!(
+        !stderr.contains("librdkafka") && !stderr.contains("ERROR"),
+        "validate touched Kafka: {stderr}"
+    );
 
     // A transform whose init refuses its config fails validation, naming it.
     let yaml = std::fs::read_to_string(&config)

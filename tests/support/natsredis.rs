@@ -317,13 +317,16 @@ impl PrivateServer {
                     "cannot start {program} ({e}): it is installed with the server these tests use"
                 )
             });
-        let server = PrivateServer {
+        let mut server = PrivateServer {
             child,
             port,
             _dir: dir,
         };
         let start = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("{program} exited ({status}) before it listened on port {port}");
+            }
             assert!(
                 start.elapsed() < Duration::from_secs(20),
                 "{program} did not come up on port {port}"

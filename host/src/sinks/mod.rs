@@ -151,7 +151,7 @@ impl SinkConfig {
     /// settings. Made and dropped at once, it has no time to try a server.
     pub fn check_offline(&self) -> Result<()> {
         match self {
-            SinkConfig::Kafka(k) => KafkaSink::new(k).map(drop),
+            SinkConfig::Kafka(k) => KafkaSink::check_offline(k),
             SinkConfig::Nats(c) => NatsSink::check_offline(c),
             SinkConfig::Mqtt(c) => MqttSink::check_offline(c),
             SinkConfig::Redis(c) => RedisSink::check_offline(c),

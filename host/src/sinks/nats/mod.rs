@@ -7,9 +7,11 @@
 //! A record counts as delivered when JetStream's publish acknowledgement
 //! comes back (the stream has stored it). `../acked.rs` is the loop that keeps
 //! unacknowledged records, resends them, and bounds them; it is shared
-//! with the Redis sink. `config.rs` is the `sink.nats` block.
+//! with the Redis sink. `config.rs` is the `sink.nats` block, `tls.rs` the TLS
+//! client config.
 
 mod config;
+mod tls;
 
 pub use config::{NatsConfig, NatsTls, StreamSpec};
 
@@ -46,6 +48,9 @@ impl NatsSink {
         cfg.validate()?;
         cfg.check_files()?;
         servers(cfg)?;
+        if cfg.tls_required() {
+            tls::client_config(cfg)?;
+        }
         Ok(())
     }
 
@@ -67,13 +72,10 @@ impl NatsSink {
                 .map_err(|e| anyhow!("sink.nats.creds_file: cannot use {}: {e}", path.display()))?;
         }
         if cfg.tls_required() {
-            opts = opts.require_tls(true);
-        }
-        if let Some(ca) = &cfg.tls.ca_file {
-            opts = opts.add_root_certificates(ca.clone());
-        }
-        if let (Some(cert), Some(key)) = (&cfg.tls.cert_file, &cfg.tls.key_file) {
-            opts = opts.add_client_certificate(cert.clone(), key.clone());
+            // The rustls config is ours, not async-nats's: see tls.rs.
+            opts = opts
+                .require_tls(true)
+                .tls_client_config(tls::client_config(cfg)?);
         }
         let opts = opts
             .name("cvp-stream")
