@@ -19,6 +19,7 @@ pub use policy::OnError;
 pub use tracker::{SharedTracker, Tracker};
 
 use crate::metrics;
+use anyhow::Result;
 use cvp_transform_engine::KafkaRecord;
 
 /// What the transform stage hands the sink for one event.
@@ -52,6 +53,22 @@ pub struct TransformFailure {
     pub policy: OnError,
     /// The merged event as JSON, only when the policy is `dead_letter`.
     pub event_json: Option<Vec<u8>>,
+}
+
+/// A record for the sink to send, and whose event it is.
+#[derive(Debug)]
+pub struct ToSend {
+    /// The event's number in the tracker.
+    pub seq: u64,
+    pub event_key: String,
+    /// When the event changed at CVP (`None`: a deletion or a dead letter).
+    pub changed_at: Option<i64>,
+    /// Its place among the event's records.
+    pub index: u32,
+    pub record: KafkaRecord,
+    /// This record is itself a dead letter: if it fails, it is lost (no
+    /// dead letters of dead letters).
+    pub dead_letter: bool,
 }
 
 /// Counts for the end-of-run summary and tests.
@@ -101,6 +118,71 @@ impl Ledger {
         self.checkpoint
             .as_ref()
             .map_or(std::time::Duration::from_secs(1), |c| c.interval())
+    }
+
+    /// Takes one event's outcome: counts it, tells the tracker how many
+    /// records to wait for, applies its transform's `on_error` (an `Err`
+    /// stops the pipeline), and returns what the sink is to send: its
+    /// records, or the dead letter that takes their place (to
+    /// `dead_letter_topic`, when the policy and the sink have one).
+    pub fn accept(&mut self, d: Delivery, dead_letter_topic: Option<&str>) -> Result<Vec<ToSend>> {
+        self.stats.events += 1;
+        let Delivery {
+            seq,
+            event_key,
+            changed_at,
+            outcome,
+        } = d;
+        match outcome {
+            Outcome::Records(records) => {
+                if records.is_empty() {
+                    self.stats.dropped += 1;
+                }
+                self.expect(seq, records.len() as u32);
+                Ok(records
+                    .into_iter()
+                    .enumerate()
+                    .map(|(index, record)| ToSend {
+                        seq,
+                        event_key: event_key.clone(),
+                        changed_at,
+                        index: index as u32,
+                        record,
+                        dead_letter: false,
+                    })
+                    .collect())
+            }
+            Outcome::Failed(f) => {
+                policy::transform_failed(&event_key, &f, &mut self.stats)?;
+                match (f.policy, dead_letter_topic) {
+                    (OnError::DeadLetter, Some(topic)) => {
+                        let record = dead_letter::transform_failed(
+                            topic,
+                            &event_key,
+                            f.event_json,
+                            &f.transform,
+                            f.reason,
+                            &f.error,
+                        );
+                        dead_letter::count(&f.transform, f.reason);
+                        self.expect(seq, 1);
+                        Ok(vec![ToSend {
+                            seq,
+                            event_key,
+                            // A dead letter's latency is not the pipeline's.
+                            changed_at: None,
+                            index: 0,
+                            record,
+                            dead_letter: true,
+                        }])
+                    }
+                    _ => {
+                        self.expect(seq, 0);
+                        Ok(Vec::new())
+                    }
+                }
+            }
+        }
     }
 
     /// The transform stage made `records` records of event `seq`.

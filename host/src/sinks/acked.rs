@@ -15,7 +15,7 @@
 //! Shared by the NATS and Redis sinks; a new sink whose server acknowledges
 //! each record can implement [`Transport`] and run the same loop.
 
-use crate::delivery::{dead_letter, policy, Delivery, DeliveryStats, Ledger, OnError, Outcome};
+use crate::delivery::{dead_letter, Delivery, DeliveryStats, Ledger};
 use crate::metrics;
 use anyhow::Result;
 use cvp_transform_engine::KafkaRecord;
@@ -206,51 +206,17 @@ pub(crate) async fn run<T: Transport>(
 
 impl<T: Transport> State<'_, T> {
     fn deliver(&mut self, d: Delivery) -> Result<()> {
-        self.ledger.stats.events += 1;
-        match d.outcome {
-            Outcome::Records(records) if records.is_empty() => {
-                self.ledger.stats.dropped += 1;
-                self.ledger.expect(d.seq, 0);
-            }
-            Outcome::Records(records) => {
-                self.ledger.expect(d.seq, records.len() as u32);
-                for (index, record) in records.into_iter().enumerate() {
-                    let out = Outgoing {
-                        record,
-                        event_key: d.event_key.clone(),
-                        changed_at: d.changed_at,
-                        index: index as u32,
-                        dead_letter: false,
-                    };
-                    self.add(d.seq, out);
-                }
-            }
-            Outcome::Failed(f) => {
-                policy::transform_failed(&d.event_key, &f, &mut self.ledger.stats)?;
-                match (f.policy, &self.settings.dead_letter_topic) {
-                    (OnError::DeadLetter, Some(topic)) => {
-                        let record = dead_letter::transform_failed(
-                            topic,
-                            &d.event_key,
-                            f.event_json,
-                            &f.transform,
-                            f.reason,
-                            &f.error,
-                        );
-                        dead_letter::count(&f.transform, f.reason);
-                        self.ledger.expect(d.seq, 1);
-                        let out = Outgoing {
-                            record,
-                            event_key: d.event_key,
-                            changed_at: d.changed_at,
-                            index: 0,
-                            dead_letter: true,
-                        };
-                        self.add(d.seq, out);
-                    }
-                    _ => self.ledger.expect(d.seq, 0),
-                }
-            }
+        let dead_letter_topic = self.settings.dead_letter_topic.as_deref();
+        for out in self.ledger.accept(d, dead_letter_topic)? {
+            let seq = out.seq;
+            let out = Outgoing {
+                record: out.record,
+                event_key: out.event_key,
+                changed_at: out.changed_at,
+                index: out.index,
+                dead_letter: out.dead_letter,
+            };
+            self.add(seq, out);
         }
         Ok(())
     }

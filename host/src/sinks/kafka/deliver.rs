@@ -4,7 +4,7 @@
 //! not take goes to the dead-letter topic in its place.
 
 use super::KafkaSink;
-use crate::delivery::{dead_letter, policy, Delivery, DeliveryStats, Ledger, OnError, Outcome};
+use crate::delivery::{dead_letter, Delivery, DeliveryStats, Ledger};
 use crate::metrics;
 use anyhow::Result;
 use cvp_transform_engine::{Header as WitHeader, KafkaRecord};
@@ -177,46 +177,17 @@ impl KafkaSink {
         pending: &mut FuturesUnordered<Pending>,
         state: &mut SendState,
     ) -> Result<()> {
-        state.ledger.stats.events += 1;
-        match d.outcome {
-            Outcome::Records(records) if records.is_empty() => {
-                state.ledger.stats.dropped += 1;
-                state.ledger.expect(d.seq, 0);
-            }
-            Outcome::Records(records) => {
-                let seq = d.seq;
-                state.ledger.expect(seq, records.len() as u32);
-                for r in records {
-                    let origin = RecordOrigin {
-                        seq,
-                        event_key: &d.event_key,
-                        changed_at: d.changed_at,
-                    };
-                    self.enqueue(origin, r, false, pending, state).await;
-                    if state.abandoned {
-                        break;
-                    }
-                }
-            }
-            Outcome::Failed(f) => {
-                policy::transform_failed(&d.event_key, &f, &mut state.ledger.stats)?;
-                match (f.policy, &self.dead_letter_topic) {
-                    (OnError::DeadLetter, Some(topic)) => {
-                        let record = dead_letter::transform_failed(
-                            topic,
-                            &d.event_key,
-                            f.event_json,
-                            &f.transform,
-                            f.reason,
-                            &f.error,
-                        );
-                        dead_letter::count(&f.transform, f.reason);
-                        state.ledger.expect(d.seq, 1);
-                        let origin = RecordOrigin::dead_letter(d.seq, &d.event_key);
-                        self.enqueue(origin, record, true, pending, state).await;
-                    }
-                    _ => state.ledger.expect(d.seq, 0),
-                }
+        let dead_letter_topic = self.dead_letter_topic.as_deref();
+        for out in state.ledger.accept(d, dead_letter_topic)? {
+            let origin = RecordOrigin {
+                seq: out.seq,
+                event_key: &out.event_key,
+                changed_at: out.changed_at,
+            };
+            self.enqueue(origin, out.record, out.dead_letter, pending, state)
+                .await;
+            if state.abandoned {
+                break;
             }
         }
         Ok(())

@@ -13,10 +13,11 @@
 
 use super::client::{Loop, Message, MqttEvent};
 use super::{render_topic, MqttSink, Publisher};
-use crate::delivery::{dead_letter, policy, Delivery, DeliveryStats, Ledger, OnError, Outcome};
+// A record not yet acknowledged is kept as the ledger handed it over.
+use crate::delivery::ToSend as Entry;
+use crate::delivery::{dead_letter, Delivery, DeliveryStats, Ledger};
 use crate::metrics;
 use anyhow::Result;
-use cvp_transform_engine::KafkaRecord;
 use prometheus_client::metrics::counter::Counter;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
@@ -27,16 +28,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 const SINK: &str = "mqtt";
-
-/// One record not yet acknowledged.
-struct Entry {
-    seq: u64,
-    event_key: String,
-    changed_at: Option<i64>,
-    record: KafkaRecord,
-    /// It is itself a dead letter: if refused, it is lost (no loops).
-    dead_letter: bool,
-}
 
 /// The books of the records in flight.
 struct State {
@@ -211,49 +202,8 @@ impl State {
 
     /// One event's outcome: its records queued, or its failure per policy.
     fn deliver(&mut self, d: Delivery, sink: &Publisher) -> Result<()> {
-        self.ledger.stats.events += 1;
-        match d.outcome {
-            Outcome::Records(records) if records.is_empty() => {
-                self.ledger.stats.dropped += 1;
-                self.ledger.expect(d.seq, 0);
-            }
-            Outcome::Records(records) => {
-                self.ledger.expect(d.seq, records.len() as u32);
-                for record in records {
-                    self.queue(Entry {
-                        seq: d.seq,
-                        event_key: d.event_key.clone(),
-                        changed_at: d.changed_at,
-                        record,
-                        dead_letter: false,
-                    });
-                }
-            }
-            Outcome::Failed(f) => {
-                policy::transform_failed(&d.event_key, &f, &mut self.ledger.stats)?;
-                match (f.policy, &sink.dead_letter_topic) {
-                    (OnError::DeadLetter, Some(topic)) => {
-                        let record = dead_letter::transform_failed(
-                            topic,
-                            &d.event_key,
-                            f.event_json,
-                            &f.transform,
-                            f.reason,
-                            &f.error,
-                        );
-                        dead_letter::count(&f.transform, f.reason);
-                        self.ledger.expect(d.seq, 1);
-                        self.queue(Entry {
-                            seq: d.seq,
-                            event_key: d.event_key,
-                            changed_at: None,
-                            record,
-                            dead_letter: true,
-                        });
-                    }
-                    _ => self.ledger.expect(d.seq, 0),
-                }
-            }
+        for out in self.ledger.accept(d, sink.dead_letter_topic.as_deref())? {
+            self.queue(out);
         }
         Ok(())
     }
@@ -396,6 +346,7 @@ impl State {
                     seq: e.seq,
                     event_key: key,
                     changed_at: None,
+                    index: 0,
                     record: letter,
                     dead_letter: true,
                 });
