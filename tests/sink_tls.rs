@@ -209,6 +209,16 @@ async fn refused(
     topic: &str,
     needle: &str,
 ) -> (Vec<String>, DeliveryStats) {
+    // The gauge is the process's: a sink of an earlier test in this binary
+    // reports itself down once its run has ended; wait for that first.
+    let settle = Instant::now();
+    while sink_up(name) != 0 {
+        assert!(
+            settle.elapsed() < Duration::from_secs(5),
+            "sink_up{{sink={name}}} still 1 from an earlier sink"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mark = log_mark();
     let sim = natsredis::simulator(feed(0..N, "UPDATED"), 0.0).await;
     let config = natsredis::config(&sim, vec![title_to_key()], sink, None);

@@ -34,6 +34,10 @@ pub struct NatsSink(Box<Nats>);
 
 struct Nats {
     client: async_nats::Client,
+    /// Stops the connection watcher when the sink's run ends (or at
+    /// shutdown), so a finished sink neither keeps its client nor reports
+    /// `sink_up`.
+    watch: CancellationToken,
     js: jetstream::Context,
     settings: Settings,
     subject_prefix: String,
@@ -98,7 +102,8 @@ impl NatsSink {
             // client's own bound is only a safety net, never the limit.
             .max_ack_inflight(cfg.max_in_flight.saturating_mul(4).max(1 << 16))
             .build(client.clone());
-        watch_connection(client.clone(), shutdown.clone());
+        let watch = shutdown.child_token();
+        watch_connection(client.clone(), watch.clone());
         let stream = cfg.stream.as_ref().map(|s| stream::Config {
             name: s.name.clone(),
             subjects: cfg.stream_subjects(s),
@@ -112,6 +117,7 @@ impl NatsSink {
         });
         Ok(NatsSink(Box::new(Nats {
             client,
+            watch,
             js,
             settings: Settings {
                 sink: "nats",
@@ -137,7 +143,9 @@ impl NatsSink {
         ledger: Ledger,
         shutdown: CancellationToken,
     ) -> Result<DeliveryStats> {
-        self.0.run(rx, ledger, shutdown).await
+        let result = self.0.run(rx, ledger, shutdown).await;
+        self.0.watch.cancel();
+        result
     }
 }
 
