@@ -118,7 +118,7 @@ impl Pipeline {
             })
             .map_err(|e| anyhow!("cannot start the transform thread: {e}"))?;
 
-        let ledger = Ledger::new(tracker, checkpoint, observer);
+        let ledger = Ledger::new(sink.name(), tracker, checkpoint, observer);
         let sink_result = sink.run(out_rx, ledger, shutdown.clone()).await;
         if sink_result.is_err() {
             // The sink stopped (a `stop` policy): stop reading from CVP too.

@@ -21,6 +21,7 @@ pub use tracker::{SharedTracker, Tracker};
 use crate::metrics;
 use anyhow::Result;
 use cvp_transform_engine::KafkaRecord;
+use prometheus_client::metrics::counter::Counter;
 
 /// What the transform stage hands the sink for one event.
 pub struct Delivery {
@@ -89,17 +90,24 @@ pub trait DeliveryObserver: Send + Sync {
     fn acknowledged(&self, changed_at: Option<i64>);
 }
 
-/// The books a sink keeps: counts, the tracker, the checkpoint writer, and
-/// an observer if someone is measuring.
+/// The books a sink keeps: counts, the tracker, the checkpoint writer, every
+/// sink's per-topic metrics, and an observer if someone is measuring.
 pub struct Ledger {
     pub stats: DeliveryStats,
     pub tracker: SharedTracker,
     checkpoint: Option<CheckpointWriter>,
     observer: Option<std::sync::Arc<dyn DeliveryObserver>>,
+    /// The `sink` label of the per-topic series.
+    sink: &'static str,
+    /// Per topic: `sink_records_delivered` and `sink_delivery_failures`,
+    /// looked up once per topic rather than per record.
+    topics: std::collections::HashMap<String, (Counter, Counter)>,
 }
 
 impl Ledger {
+    /// The books of the sink named `sink` (the metrics' label).
     pub fn new(
+        sink: &'static str,
         tracker: SharedTracker,
         checkpoint: Option<CheckpointWriter>,
         observer: Option<std::sync::Arc<dyn DeliveryObserver>>,
@@ -109,7 +117,29 @@ impl Ledger {
             tracker,
             checkpoint,
             observer,
+            sink,
+            topics: std::collections::HashMap::new(),
         }
+    }
+
+    /// The per-topic series of these topics exist from now on, at 0: a
+    /// dashboard shows 0, not "no data", for the configured topics.
+    pub fn count_topics<'a>(&mut self, topics: impl IntoIterator<Item = &'a String>) {
+        for topic in topics {
+            self.counters(topic);
+        }
+    }
+
+    fn counters(&mut self, topic: &str) -> &(Counter, Counter) {
+        let sink = self.sink;
+        self.topics.entry(topic.to_string()).or_insert_with(|| {
+            let m = metrics::get();
+            let l = metrics::labels([("sink", sink), ("topic", topic)]);
+            (
+                m.sink_records_delivered.get_or_create(&l).clone(),
+                m.sink_delivery_failures.get_or_create(&l).clone(),
+            )
+        })
     }
 
     /// How often [`Ledger::publish_progress`] should run: the checkpoint's
@@ -190,26 +220,30 @@ impl Ledger {
         self.tracker.lock().expect(seq, records);
     }
 
-    /// One record of event `seq` is acknowledged by the server.
-    pub fn acknowledged(&mut self, seq: u64, changed_at: Option<i64>) {
+    /// One record of event `seq`, bound for `topic`, is acknowledged by the
+    /// server.
+    pub fn acknowledged(&mut self, seq: u64, changed_at: Option<i64>, topic: &str) {
         self.stats.produced += 1;
+        self.counters(topic).0.inc();
         if let Some(o) = &self.observer {
             o.acknowledged(changed_at);
         }
         self.tracker.lock().settle(seq);
     }
 
-    /// One record of event `seq` is settled without being delivered (lost,
-    /// and said so in the log).
-    pub fn given_up(&mut self, seq: u64) {
+    /// One record of event `seq`, bound for `topic`, is settled without
+    /// being delivered (lost, and said so in the log).
+    pub fn given_up(&mut self, seq: u64, topic: &str) {
         self.stats.failed_delivery += 1;
+        self.counters(topic).1.inc();
         self.tracker.lock().settle(seq);
     }
 
-    /// One record of event `seq` failed and is replaced by a dead letter:
-    /// the event still waits for one record.
-    pub fn replaced_by_dead_letter(&mut self, seq: u64) {
+    /// One record of event `seq`, bound for `topic`, failed and is replaced
+    /// by a dead letter: the event still waits for one record.
+    pub fn replaced_by_dead_letter(&mut self, seq: u64, topic: &str) {
         self.stats.failed_delivery += 1;
+        self.counters(topic).1.inc();
         let mut t = self.tracker.lock();
         t.add(seq);
         t.settle(seq);

@@ -22,7 +22,6 @@ use cvp_transform_engine::KafkaRecord;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
-use prometheus_client::metrics::counter::Counter;
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -90,8 +89,6 @@ struct State<'a, T: Transport> {
     pending: FuturesUnordered<BoxFuture<'static, (u64, Result<Ack, SendError>)>>,
     /// Records waiting to be sent again: (when, id).
     retries: BTreeSet<(Instant, u64)>,
-    /// Per topic: delivered and failed counters.
-    counters: HashMap<String, (Counter, Counter)>,
     /// In a streak of retriable failures (logged once per streak).
     failing: bool,
     duplicates: u64,
@@ -115,14 +112,11 @@ pub(crate) async fn run<T: Transport>(
         next_id: 0,
         pending: FuturesUnordered::new(),
         retries: BTreeSet::new(),
-        counters: HashMap::new(),
         failing: false,
         duplicates: 0,
     };
-    // The configured topics' series exist from the start, at 0.
-    for topic in std::iter::once(&settings.default_topic).chain(&settings.dead_letter_topic) {
-        st.counters(topic);
-    }
+    st.ledger
+        .count_topics(std::iter::once(&settings.default_topic).chain(&settings.dead_letter_topic));
     st.publish_in_flight();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -254,18 +248,6 @@ impl<T: Transport> State<'_, T> {
         }
     }
 
-    fn counters(&mut self, topic: &str) -> &(Counter, Counter) {
-        let sink = self.settings.sink;
-        self.counters.entry(topic.to_string()).or_insert_with(|| {
-            let m = metrics::get();
-            let l = metrics::labels([("sink", sink), ("topic", topic)]);
-            (
-                m.sink_records_delivered.get_or_create(&l).clone(),
-                m.sink_delivery_failures.get_or_create(&l).clone(),
-            )
-        })
-    }
-
     fn settle(&mut self, id: u64, result: Result<Ack, SendError>) {
         match result {
             Ok(ack) => {
@@ -284,8 +266,8 @@ impl<T: Transport> State<'_, T> {
                 } else {
                     e.out.changed_at
                 };
-                self.ledger.acknowledged(e.seq, changed_at);
-                self.counters(&e.out.record.topic).0.inc();
+                self.ledger
+                    .acknowledged(e.seq, changed_at, &e.out.record.topic);
             }
             Err(SendError::Retry(error)) => {
                 let Some(e) = self.entries.get_mut(&id) else {
@@ -311,7 +293,6 @@ impl<T: Transport> State<'_, T> {
                     return;
                 };
                 let topic = e.out.record.topic.clone();
-                self.counters(&topic).1.inc();
                 let server = self.settings.server;
                 let to = self
                     .settings
@@ -336,7 +317,7 @@ impl<T: Transport> State<'_, T> {
                         dead_letter::count(self.settings.sink, "undeliverable");
                         // The dead letter takes the failed record's place
                         // among the event's records.
-                        self.ledger.replaced_by_dead_letter(e.seq);
+                        self.ledger.replaced_by_dead_letter(e.seq, &topic);
                         let out = Outgoing {
                             record: letter,
                             event_key: e.out.event_key,
@@ -361,7 +342,7 @@ impl<T: Transport> State<'_, T> {
                                 )
                             }
                         );
-                        self.ledger.given_up(e.seq);
+                        self.ledger.given_up(e.seq, &topic);
                     }
                 }
             }

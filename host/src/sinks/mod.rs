@@ -187,6 +187,18 @@ pub enum Sink {
 }
 
 impl Sink {
+    /// The `sink` label of its metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Sink::Kafka(_) => "kafka",
+            Sink::Nats(_) => "nats",
+            Sink::Mqtt(_) => "mqtt",
+            Sink::Redis(_) => "redis",
+            Sink::Amqp(_) => "amqp",
+            Sink::Stdout(_) => "stdout",
+        }
+    }
+
     /// Consumes deliveries until the channel closes, then flushes. Returns
     /// an error when a transform whose policy is `stop` failed.
     pub async fn run(

@@ -19,8 +19,7 @@ use lapin::publisher_confirm::Confirmation;
 use lapin::tcp::OwnedTLSConfig;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
-use prometheus_client::metrics::counter::Counter;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -37,7 +36,6 @@ struct State {
     unacked: BTreeMap<u64, Entry>,
     /// Not yet published on the current connection.
     to_send: BTreeSet<u64>,
-    delivered: HashMap<String, Counter>,
 }
 
 type Confirm = Pin<Box<dyn Future<Output = (u64, lapin::Result<Confirmation>)> + Send>>;
@@ -56,15 +54,9 @@ impl AmqpSink {
             next_id: 0,
             unacked: BTreeMap::new(),
             to_send: BTreeSet::new(),
-            delivered: HashMap::new(),
         };
-        let m = metrics::get();
-        for topic in std::iter::once(&self.topic).chain(&self.dead_letter_topic) {
-            let _ = m
-                .sink_delivery_failures
-                .get_or_create(&metrics::labels([("sink", SINK), ("topic", topic)]));
-            st.counter(topic);
-        }
+        st.ledger
+            .count_topics(std::iter::once(&self.topic).chain(&self.dead_letter_topic));
         let (lost_tx, mut lost_rx) = mpsc::unbounded_channel::<u64>();
         let mut generation = 0u64;
         let mut conn: Option<(Connection, Channel)> = None;
@@ -303,18 +295,6 @@ impl AmqpSink {
 }
 
 impl State {
-    fn counter(&mut self, topic: &str) -> Counter {
-        self.delivered
-            .entry(topic.to_string())
-            .or_insert_with(|| {
-                metrics::get()
-                    .sink_records_delivered
-                    .get_or_create(&metrics::labels([("sink", SINK), ("topic", topic)]))
-                    .clone()
-            })
-            .clone()
-    }
-
     fn deliver(&mut self, d: Delivery, sink: &AmqpSink) -> Result<()> {
         for out in self.ledger.accept(d, sink.dead_letter_topic.as_deref())? {
             self.queue(out);
@@ -331,8 +311,8 @@ impl State {
 
     fn acked(&mut self, id: u64) {
         if let Some(e) = self.unacked.remove(&id) {
-            self.ledger.acknowledged(e.seq, e.changed_at);
-            self.counter(&e.record.topic).inc();
+            self.ledger
+                .acknowledged(e.seq, e.changed_at, &e.record.topic);
         }
     }
 
@@ -342,17 +322,13 @@ impl State {
             return;
         };
         let topic = e.record.topic.clone();
-        metrics::get()
-            .sink_delivery_failures
-            .get_or_create(&metrics::labels([("sink", SINK), ("topic", &topic)]))
-            .inc();
         let key = e.event_key.clone();
         match sink.dead_letter_topic.clone().filter(|_| !e.dead_letter) {
             Some(dlq) => {
                 tracing::error!(event_key = key, topic, "RabbitMQ did not route the record for event {key}: {error}; sending it to the dead-letter topic {dlq}");
                 let letter = dead_letter::undeliverable(&dlq, &key, e.record, error, false);
                 dead_letter::count("amqp", "undeliverable");
-                self.ledger.replaced_by_dead_letter(e.seq);
+                self.ledger.replaced_by_dead_letter(e.seq, &topic);
                 self.queue(Entry {
                     seq: e.seq,
                     event_key: key,
@@ -373,7 +349,7 @@ impl State {
                         " (no sink.amqp.dead_letter_topic: it is lost; check the exchange, bindings and sink.amqp.routing_key)"
                     }
                 );
-                self.ledger.given_up(e.seq);
+                self.ledger.given_up(e.seq, &topic);
             }
         }
     }

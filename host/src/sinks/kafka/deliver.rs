@@ -76,9 +76,9 @@ type Pending = Pin<Box<dyn Future<Output = Settled> + Send>>;
 /// What the sink keeps while records are in flight.
 struct SendState {
     ledger: Ledger,
-    /// Per-topic counters (Kafka's own and every sink's), looked up once
-    /// per topic.
-    produced: HashMap<String, (Counter, Counter)>,
+    /// Per-topic counters of Kafka's own family, looked up once per topic
+    /// (every sink's per-topic series are the ledger's).
+    produced: HashMap<String, Counter>,
     /// Records that failed and are to be re-sent to the dead-letter topic.
     redirect: Vec<(u64, String, KafkaRecord)>,
     dead_letter_topic: Option<String>,
@@ -109,13 +109,12 @@ impl KafkaSink {
         for topic in std::iter::once(&self.topic).chain(&self.dead_letter_topic) {
             let l = metrics::labels([("topic", topic)]);
             let _ = m.kafka_delivery_failures.get_or_create(&l);
-            let _ = m
-                .sink_delivery_failures
-                .get_or_create(&metrics::labels([("sink", "kafka"), ("topic", topic)]));
-            state
-                .produced
-                .insert(topic.clone(), produced_counters(topic));
+            let c = m.records_produced.get_or_create(&l).clone();
+            state.produced.insert(topic.clone(), c);
         }
+        state
+            .ledger
+            .count_topics(std::iter::once(&self.topic).chain(&self.dead_letter_topic));
         let mut pending: FuturesUnordered<Pending> = FuturesUnordered::new();
         // Progress made by the last acknowledgements of a burst must reach
         // the gauges and the checkpoint even when nothing follows them.
@@ -315,13 +314,15 @@ impl SendState {
         } = done;
         match result {
             Ok((partition, offset)) => {
-                self.ledger.acknowledged(seq, changed_at);
-                let (kafka, sink) = self
-                    .produced
+                self.ledger.acknowledged(seq, changed_at, &topic);
+                self.produced
                     .entry(topic.clone())
-                    .or_insert_with(|| produced_counters(&topic));
-                kafka.inc();
-                sink.inc();
+                    .or_insert_with(|| {
+                        m.records_produced
+                            .get_or_create(&metrics::labels([("topic", &topic)]))
+                            .clone()
+                    })
+                    .inc();
                 tracing::debug!(
                     event_key,
                     offset,
@@ -331,9 +332,6 @@ impl SendState {
             Err(undelivered) => {
                 m.kafka_delivery_failures
                     .get_or_create(&metrics::labels([("topic", &topic)]))
-                    .inc();
-                m.sink_delivery_failures
-                    .get_or_create(&metrics::labels([("sink", "kafka"), ("topic", &topic)]))
                     .inc();
                 // A dead letter that fails is not sent on again (no loops).
                 let to = self.dead_letter_topic.clone().filter(|_| !dead_letter);
@@ -359,7 +357,7 @@ impl SendState {
                         dead_letter::count("kafka", "undeliverable");
                         // The dead letter takes the failed record's place
                         // among the event's records.
-                        self.ledger.replaced_by_dead_letter(seq);
+                        self.ledger.replaced_by_dead_letter(seq, &topic);
                         self.redirect.push((seq, event_key, letter));
                     }
                     _ => {
@@ -374,7 +372,7 @@ impl SendState {
                                 " (no sink.kafka.dead_letter_topic: it is lost)"
                             }
                         );
-                        self.ledger.given_up(seq);
+                        self.ledger.given_up(seq, &topic);
                     }
                 }
             }
@@ -394,20 +392,6 @@ fn publish_queue_depth(in_flight: usize) {
     m.sink_in_flight
         .get_or_create(&metrics::labels([("sink", "kafka")]))
         .set(in_flight as i64);
-}
-
-/// A topic's delivered-records counters: Kafka's own family and the one
-/// every sink shares.
-fn produced_counters(topic: &str) -> (Counter, Counter) {
-    let m = metrics::get();
-    (
-        m.records_produced
-            .get_or_create(&metrics::labels([("topic", topic)]))
-            .clone(),
-        m.sink_records_delivered
-            .get_or_create(&metrics::labels([("sink", "kafka"), ("topic", topic)]))
-            .clone(),
-    )
 }
 
 /// The record librdkafka hands back with a delivery error.

@@ -18,7 +18,6 @@ use crate::delivery::ToSend as Entry;
 use crate::delivery::{dead_letter, Delivery, DeliveryStats, Ledger};
 use crate::metrics;
 use anyhow::Result;
-use prometheus_client::metrics::counter::Counter;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
@@ -41,7 +40,6 @@ struct State {
     awaiting_pkid: VecDeque<u64>,
     by_pkid: HashMap<u16, u64>,
     connected: bool,
-    delivered: HashMap<String, Counter>,
 }
 
 type Poll = Pin<Box<dyn Future<Output = (Loop, Result<MqttEvent, String>)> + Send>>;
@@ -67,15 +65,9 @@ impl MqttSink {
             awaiting_pkid: VecDeque::new(),
             by_pkid: HashMap::new(),
             connected: false,
-            delivered: HashMap::new(),
         };
-        let m = metrics::get();
-        for topic in std::iter::once(&sink.topic).chain(&sink.dead_letter_topic) {
-            let _ = m
-                .sink_delivery_failures
-                .get_or_create(&metrics::labels([("sink", SINK), ("topic", topic)]));
-            st.counter(topic);
-        }
+        st.ledger
+            .count_topics(std::iter::once(&sink.topic).chain(&sink.dead_letter_topic));
         // One poll in flight at all times, kept across the select below.
         let mut poll: Poll = Box::pin(events.poll(Duration::ZERO));
         let mut backoff = Duration::from_millis(100);
@@ -188,18 +180,6 @@ impl MqttSink {
 }
 
 impl State {
-    fn counter(&mut self, topic: &str) -> Counter {
-        self.delivered
-            .entry(topic.to_string())
-            .or_insert_with(|| {
-                metrics::get()
-                    .sink_records_delivered
-                    .get_or_create(&metrics::labels([("sink", SINK), ("topic", topic)]))
-                    .clone()
-            })
-            .clone()
-    }
-
     /// One event's outcome: its records queued, or its failure per policy.
     fn deliver(&mut self, d: Delivery, sink: &Publisher) -> Result<()> {
         for out in self.ledger.accept(d, sink.dead_letter_topic.as_deref())? {
@@ -315,8 +295,8 @@ impl State {
                 };
                 match refused {
                     None => {
-                        self.ledger.acknowledged(e.seq, e.changed_at);
-                        self.counter(&e.record.topic).inc();
+                        self.ledger
+                            .acknowledged(e.seq, e.changed_at, &e.record.topic);
                     }
                     Some(error) => self.refused(e, &error, sink),
                 }
@@ -331,17 +311,13 @@ impl State {
     /// The server will not take the record (MQTT 5 PUBACK reason).
     fn refused(&mut self, e: Entry, error: &str, sink: &Publisher) {
         let topic = e.record.topic.clone();
-        metrics::get()
-            .sink_delivery_failures
-            .get_or_create(&metrics::labels([("sink", SINK), ("topic", &topic)]))
-            .inc();
         let key = e.event_key.clone();
         match sink.dead_letter_topic.clone().filter(|_| !e.dead_letter) {
             Some(dlq) => {
                 tracing::error!(event_key = key, topic, "the MQTT server will not take the record for event {key}: {error}; sending it to the dead-letter topic {dlq}");
                 let letter = dead_letter::undeliverable(&dlq, &key, e.record, error, false);
                 dead_letter::count("mqtt", "undeliverable");
-                self.ledger.replaced_by_dead_letter(e.seq);
+                self.ledger.replaced_by_dead_letter(e.seq, &topic);
                 self.queue(Entry {
                     seq: e.seq,
                     event_key: key,
@@ -362,7 +338,7 @@ impl State {
                         " (no sink.mqtt.dead_letter_topic: it is lost)"
                     }
                 );
-                self.ledger.given_up(e.seq);
+                self.ledger.given_up(e.seq, &topic);
             }
         }
     }
