@@ -74,6 +74,109 @@ async fn two_sigterms_together_are_one_clean_stop() {
     assert!(log.contains("stopped"), "no final summary: {log}");
 }
 
+/// Clients that connect to the admin endpoint and send nothing (a slow
+/// loris; 2,000 of them once held every descriptor of the process): each
+/// is closed when it has not sent its headers within the header timeout,
+/// and at most the connection cap (64) is held at once; the rest wait in
+/// the kernel's queue, not among the service's descriptors. Probes answer
+/// once the idle clients are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_clients_cannot_exhaust_the_admin_endpoint() {
+    use std::io::Read;
+    let broker = Broker::start();
+    broker.create_topic("loris", 1);
+    let (_sim, addr) = sample_simulator("tok-ops").await;
+    let admin = format!("127.0.0.1:{}", free_port());
+    let host = Host::run(&ops_config(&addr, &broker, "loris", &admin), &[]);
+    eventually(&host, "/ready 200", || {
+        (http_get(&admin, "/ready").0 == 200).then_some(())
+    });
+    let before = host.open_files();
+    let mut idle: Vec<std::net::TcpStream> = (0..200)
+        .map(|_| std::net::TcpStream::connect(&admin).unwrap())
+        .collect();
+    // Most of the cap's worth accepted (`before` may have counted a
+    // connection librdkafka or a probe has closed since).
+    eventually(&host, "connections accepted", || {
+        (host.open_files() >= before + 48).then_some(())
+    });
+    // The first client is among those accepted; the server closes it
+    // after the header timeout (5 s).
+    idle[0]
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let read = idle[0].read(&mut buf);
+    assert!(
+        matches!(read, Ok(0))
+            || read
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "an idle client was not closed: {read:?}"
+    );
+    let held = host.open_files();
+    assert!(
+        held <= before + 64 + 16,
+        "{held} descriptors open with 200 idle clients, {before} before"
+    );
+    idle.clear();
+    eventually(&host, "/health after the idle clients left", || {
+        (http_get(&admin, "/health").0 == 200).then_some(())
+    });
+    host.stop_cleanly();
+}
+
+/// A checkpoint directory that goes away mid-run (an unmounted volume, a
+/// cleaned-up /var/lib): /ready says so rather than 200, the failures are
+/// counted, and the run's exit status is not success (before, each write
+/// logged an error, /ready stayed 200 and the exit was 0 with nothing
+/// saved).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_that_cannot_be_written_shows_in_ready_and_the_exit_status() {
+    let broker = Broker::start();
+    broker.create_topic("cpfail", 1);
+    let (_sim, addr) = support::simulator(cvp_simulator::SimOptions {
+        token: Some("tok-ops".into()),
+        initial: 5,
+        updates: 100_000,
+        rate: 200.0,
+        ..cvp_simulator::SimOptions::default()
+    })
+    .await;
+    let admin = format!("127.0.0.1:{}", free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let cp = state.join("checkpoint.json");
+    let yaml = format!(
+        "{}checkpoint:\n  path: {:?}\n  interval: 100ms\n",
+        ops_config(&addr, &broker, "cpfail", &admin),
+        cp.display().to_string()
+    );
+    let host = Host::run(&yaml, &[]);
+    eventually(&host, "a first checkpoint", || cp.exists().then_some(()));
+    eventually(&host, "/ready 200", || {
+        (http_get(&admin, "/ready").0 == 200).then_some(())
+    });
+    std::fs::remove_dir_all(&state).unwrap();
+    let body = eventually(&host, "/ready 503", || {
+        let (status, body) = http_get(&admin, "/ready");
+        (status == 503).then_some(body)
+    });
+    assert_eq!(
+        body,
+        "not ready: the checkpoint cannot be written (see the log)\n"
+    );
+    let (_, text) = http_get(&admin, "/metrics");
+    assert!(metric(&text, "cvp_stream_checkpoint_write_failures_total") >= Some(1.0));
+    let (status, log) = host.stop();
+    assert!(!status.success(), "exit 0 with nothing saved:\n{log}");
+    assert!(
+        log.contains("the last checkpoint could not be written to"),
+        "{log}"
+    );
+}
+
 /// Every counter against what the sample recording holds: 2 INITIAL, 6
 /// UPDATED, 1 DELETED; of the 7 forwarded, the filter drops the 4 below
 /// error and 3 records reach Kafka.

@@ -241,10 +241,62 @@ async fn tls_untrusted_certificate_is_a_clear_error() {
     let host = Host::run(&config(&addr, "    token: x", "", &broker, "t"), &[]);
     let line = host.wait_for_log("cannot connect to CVP");
     assert!(
-        line.contains("certificate") || line.contains("UnknownIssuer"),
+        line.contains("is not signed by a CA this machine trusts")
+            && line.contains("source.cvp.tls.ca_file"),
         "{line}"
     );
     host.stop_cleanly();
+}
+
+/// A CVP serving one self-signed certificate made as `openssl req -x509`
+/// makes it (a CA, basicConstraints CA:TRUE): given as `tls.ca_file`, it
+/// is trusted as itself, as grpc-go and grpcio do (WebPKI alone refused it
+/// with `CaUsedAsEndEntity`). Its name is still checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_self_signed_certificate_as_ca_file() {
+    let broker = Broker::start();
+    broker.create_topic("selfsigned", 1);
+    let pki = cvp_simulator::self_signed_ca_as_server(&["localhost", "127.0.0.1"]).unwrap();
+    let (_sim, addr) = simulator(SimOptions {
+        token: Some("tok-ss".into()),
+        tls: Some(pki.identity.clone()),
+        script: cvp_simulator::load_jsonl(&support::sample_events()).unwrap(),
+        rate: 0.0,
+        ..SimOptions::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("cvp.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let tls = |extra: &str| {
+        format!(
+            "    token: tok-ss\n    tls: {{ ca_file: {:?}{extra} }}",
+            ca.display().to_string()
+        )
+    };
+    let host = stock_host(&addr, &tls(""), &broker, "selfsigned");
+    let got = broker.consume(&host, "selfsigned", 6);
+    assert_eq!(
+        got[0].key_text(),
+        "Interface Exceeded Outbound Utilization Threshold"
+    );
+    finish(&broker, host, &[("selfsigned", &got)]);
+
+    // The same certificate for a name it does not carry: refused, saying
+    // which setting to change.
+    let wrong = Host::run(
+        &config(
+            &addr,
+            &tls(", server_name: cvp.example.com"),
+            "",
+            &broker,
+            "t",
+        ),
+        &[],
+    );
+    let line = wrong.wait_for_log("cannot connect to CVP");
+    assert!(line.contains("source.cvp.tls.server_name"), "{line}");
+    wrong.stop_cleanly();
 }
 
 /// Username/password: the REST login's session token is used for gRPC;
@@ -477,6 +529,170 @@ fn demo_prints_records() {
         );
         assert!(!line.contains("key=\"\""), "an untitled record: {line}");
     }
+}
+
+/// The README's recipe: the Go seed's own invocation (`--server
+/// --yamlfile --username --password`) against `cvp-stream simulate
+/// --tls-self-signed`, trusting the simulator's CA with `--ca-file` (the
+/// seed had no way to trust a private CA, and without it the handshake is
+/// refused).
+#[test]
+fn seed_invocation_with_ca_file_reaches_the_tls_simulator() {
+    use std::io::BufRead;
+    let broker = Broker::start();
+    broker.create_topic("seed", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    let events = support::sample_events();
+    let mut sim = support::host_command()
+        .args(["simulate", "--listen", "127.0.0.1:0", "--tls-self-signed"])
+        .arg(&ca)
+        .args([
+            "--username",
+            "ansible",
+            "--password",
+            "pw-seed",
+            "--rate",
+            "0",
+            "--events",
+        ])
+        .arg(&events)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(sim.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let addr = first
+        .trim()
+        .strip_prefix("cvp-simulator listening on ")
+        .unwrap_or_else(|| panic!("{first}"))
+        .to_string();
+    let seed_file = format!("kafka_broker: \"{}\"\nkafka_topic: \"seed\"\n", broker.addr);
+    let seed_args = |trust: &[&str]| {
+        let trust: Vec<String> = trust.iter().map(|s| s.to_string()).collect();
+        let addr = addr.clone();
+        move |config: &std::path::Path| {
+            let mut args: Vec<String> = [
+                "run",
+                "--yamlfile",
+                config.to_str().unwrap(),
+                "--server",
+                &addr,
+            ]
+            .iter()
+            .chain(&["--username", "ansible", "--password", "pw-seed"])
+            .map(|s| s.to_string())
+            .collect();
+            args.extend(trust);
+            args
+        }
+    };
+    // As the seed ran it: the private CA is not trusted.
+    let refused = Host::run_with(&seed_file, &[], seed_args(&[]));
+    let line = refused.wait_for_log("cannot connect to CVP");
+    assert!(line.contains("--ca-file"), "{line}");
+    refused.stop_cleanly();
+
+    let ca = ca.to_str().unwrap();
+    let host = Host::run_with(&seed_file, &[], seed_args(&["--ca-file", ca]));
+    let got = broker.consume(&host, "seed", 6);
+    assert_eq!(
+        got[0].key_text(),
+        "Interface Exceeded Outbound Utilization Threshold"
+    );
+    let log = finish(&broker, host, &[("seed", &got)]);
+    assert!(!log.contains("pw-seed"), "the password leaked:\n{log}");
+    let _ = sim.kill();
+    let _ = sim.wait();
+}
+
+/// `demo --operations`: a recording's INITIAL and DELETED events are
+/// forwarded when asked for (by default, as `run`, only UPDATED: the
+/// critical "BGP Peer Session Down" deletion was silently left out).
+#[test]
+fn demo_operations_forwards_every_kind() {
+    let events = support::sample_events();
+    let events = events.to_str().unwrap();
+    let all = ["demo", "--events", events, "--rate", "0"];
+    let (status, stdout, stderr) = run_to_end(&all);
+    assert!(status.success(), "{stderr}");
+    assert_eq!(stdout.lines().count(), 6, "{stdout}");
+    assert!(
+        stderr.contains("forwarding updated (--operations"),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("BGP Peer Session Down"), "{stdout}");
+
+    let (status, stdout, stderr) =
+        run_to_end(&[&all[..], &["--operations", "initial,UPDATED,deleted"]].concat());
+    assert!(status.success(), "{stderr}");
+    assert_eq!(stdout.lines().count(), 9, "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("cvp-events  key=\"BGP Peer Session Down\"")),
+        "{stdout}"
+    );
+    let (status, _, stderr) = run_to_end(&["demo", "--operations", "created"]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("\"created\" is not one of initial, updated, deleted"),
+        "{stderr}"
+    );
+}
+
+/// `demo --config FILE`: a real config tried without CVP or Kafka. Its
+/// chain (with each transform's config), operations and topic are used;
+/// the simulator stands in for CVP and the printing sink for Kafka, and the
+/// variables it names for credentials need not be set.
+#[test]
+fn demo_runs_a_real_config_against_the_simulator() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("prod.yaml");
+    let chain = format!(
+        "{}{}",
+        transform(
+            "critical",
+            "severity_filter",
+            "    config: { min_severity: critical }\n"
+        ),
+        transform("title-to-key", "title_to_key", "")
+    );
+    std::fs::write(
+        &path,
+        format!(
+            "source:\n  cvp:\n    address: cvp.prod.example:443\n    username: svc\n    password: \"${{DEMO_UNSET_CVP_PASSWORD}}\"\n    operations: [initial, updated, deleted]\ntransforms:\n{chain}sink:\n  kafka:\n    brokers: kafka.prod.example:9093\n    topic: noc-alerts\n    properties:\n      sasl.password: \"${{DEMO_UNSET_KAFKA_PASSWORD}}\"\ncheckpoint:\n  path: /nonexistent/dir/cp.json\n"
+        ),
+    )
+    .unwrap();
+    let events = support::sample_events();
+    let (status, stdout, stderr) = run_to_end(&[
+        "demo",
+        "--config",
+        path.to_str().unwrap(),
+        "--events",
+        events.to_str().unwrap(),
+        "--rate",
+        "0",
+    ]);
+    assert!(status.success(), "{stderr}");
+    // Critical: the INITIAL event and its deletion, both "BGP Peer
+    // Session Down", on the file's topic.
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}\n{stderr}");
+    for line in lines {
+        assert!(
+            line.starts_with("noc-alerts  key=\"BGP Peer Session Down\""),
+            "{line}"
+        );
+    }
+    assert!(
+        stderr.contains("transforms [critical, title-to-key]"),
+        "{stderr}"
+    );
 }
 
 /// `filter:` becomes CVP's partial_eq_filter: unwanted events never leave

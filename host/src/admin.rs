@@ -1,6 +1,7 @@
 //! The admin endpoint: `/metrics` for Prometheus, `/health` (the process
 //! answers) and `/ready` (connected to CVP, Kafka reachable, transforms
-//! loaded) for orchestrators' probes.
+//! loaded) for orchestrators' probes. Bounded against slow or many clients:
+//! a header timeout, a connection lifetime and a connection cap.
 
 use crate::metrics;
 use anyhow::{anyhow, Result};
@@ -8,8 +9,13 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use serde::Deserialize;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 /// The `admin:` block; the endpoint is off when it is absent.
@@ -20,6 +26,18 @@ pub struct AdminConfig {
     /// exporter registry suggests for this kind of service).
     pub listen: SocketAddr,
 }
+
+/// Connections served at once. More wait in the kernel's accept queue,
+/// where they hold none of this process's file descriptors: 2,000 slow
+/// clients once took every descriptor, and the checkpoint write and the CVP
+/// reconnect then failed with "Too many open files".
+const MAX_CONNECTIONS: usize = 64;
+/// A client has this long to send its request headers (a slow-loris
+/// client would otherwise hold its connection forever).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// No connection lives longer, keep-alive included: a scrape or a probe
+/// takes milliseconds.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
 
 /// Binds now (so a taken port is a start-up error, not a log line later)
 /// and serves until `shutdown`.
@@ -33,12 +51,40 @@ pub async fn serve(listen: SocketAddr, shutdown: CancellationToken) -> Result<()
         .route("/metrics", get(metrics_text))
         .route("/health", get(|| async { "ok\n" }))
         .route("/ready", get(ready));
+    // hyper's own connection loop rather than `axum::serve`, which has no
+    // header timeout, lifetime or connection cap.
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!("the admin endpoint stopped: {e}");
+        loop {
+            let permit = tokio::select! {
+                p = permits.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+                _ = shutdown.cancelled() => return,
+            };
+            let stream = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of descriptors, most likely: wait for some
+                        // to close rather than spin.
+                        tracing::warn!("the admin endpoint cannot accept a connection: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+                _ = shutdown.cancelled() => return,
+            };
+            let service = TowerToHyperService::new(app.clone());
+            tokio::spawn(async move {
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .serve_connection(TokioIo::new(stream), service);
+                let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
+                drop(permit);
+            });
         }
     });
     Ok(())

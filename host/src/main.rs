@@ -70,6 +70,12 @@ where
     F: FnOnce(CancellationToken) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
+    // The soft open-files limit up to the hard one (often 1,024 of
+    // 524,288): the CVP stream, the sinks, the checkpoint and the admin
+    // endpoint's clients share it.
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::debug!("the open-files limit stays as it is: {e}");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

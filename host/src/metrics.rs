@@ -55,6 +55,9 @@ pub struct Metrics {
     last_delivered_nanos: AtomicI64,
     transforms_loaded: AtomicBool,
     cvp_live: AtomicBool,
+    /// The last checkpoint write failed (cleared by the next that works).
+    checkpoint_failing: AtomicBool,
+    pub checkpoint_write_failures: Counter,
     /// The configured sink, whose `sink_up` /ready follows; none for the
     /// printing sink.
     sink: std::sync::OnceLock<&'static str>,
@@ -197,6 +200,13 @@ impl Metrics {
             ])
             .set(1);
 
+        let checkpoint_write_failures = Counter::default();
+        registry.register(
+            "checkpoint_write_failures",
+            "Checkpoint writes that failed (the file keeps the older progress; /ready is 503 until one succeeds)",
+            checkpoint_write_failures.clone(),
+        );
+
         let m = Metrics {
             registry,
             events_received,
@@ -221,6 +231,8 @@ impl Metrics {
             last_delivered_nanos: AtomicI64::new(0),
             transforms_loaded: AtomicBool::new(false),
             cvp_live: AtomicBool::new(false),
+            checkpoint_failing: AtomicBool::new(false),
+            checkpoint_write_failures,
             sink: std::sync::OnceLock::new(),
         };
         m.set_stream_state(StreamState::disconnected);
@@ -263,10 +275,19 @@ impl Metrics {
         }
     }
 
+    pub fn set_checkpoint_written(&self, ok: bool) {
+        if !ok {
+            self.checkpoint_write_failures.inc();
+        }
+        self.checkpoint_failing.store(!ok, Ordering::Relaxed);
+    }
+
     /// Why the service is not ready, or `None` when it is.
     pub fn not_ready(&self) -> Option<&'static str> {
         if !self.transforms_loaded.load(Ordering::Relaxed) {
             Some("transforms not loaded")
+        } else if self.checkpoint_failing.load(Ordering::Relaxed) {
+            Some("the checkpoint cannot be written (see the log)")
         } else if !self.cvp_live.load(Ordering::Relaxed) {
             Some("not connected to CVP")
         } else if self.kafka_broker_up.get() == 0 && self.sink.get().is_none_or(|s| *s == "kafka") {
@@ -314,9 +335,112 @@ pub fn labels<const N: usize>(pairs: [(&'static str, &str); N]) -> Labels {
     pairs.iter().map(|(k, v)| (*k, v.to_string())).collect()
 }
 
+/// Distinct `topic` label values kept; later topics count under `other`.
+/// A transform may choose a topic per event, and every value is a series
+/// Prometheus keeps forever.
+pub const MAX_TOPIC_SERIES: usize = 200;
+
+/// The `topic` label for a topic: transforms choose topics, so the text is
+/// escaped for the exposition (prometheus-client writes label values as
+/// given: a `"` or a line break in one forged series and an early `# EOF`),
+/// and past [`MAX_TOPIC_SERIES`] distinct topics it is `other`.
+pub fn topic(topic: &str) -> String {
+    static TOPICS: OnceLock<LabelValues> = OnceLock::new();
+    TOPICS
+        .get_or_init(|| LabelValues::new(MAX_TOPIC_SERIES))
+        .label(topic)
+}
+
+/// The values one label has taken, up to a bound.
+pub struct LabelValues {
+    seen: std::sync::Mutex<std::collections::HashSet<String>>,
+    max: usize,
+}
+
+impl LabelValues {
+    pub fn new(max: usize) -> LabelValues {
+        LabelValues {
+            seen: Default::default(),
+            max,
+        }
+    }
+
+    /// `value` escaped, or `other` once `max` distinct values are taken.
+    pub fn label(&self, value: &str) -> String {
+        let label = escape_label(value);
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.contains(&label) {
+            return label;
+        }
+        if seen.len() >= self.max {
+            return "other".to_string();
+        }
+        seen.insert(label.clone());
+        label
+    }
+}
+
+/// OpenMetrics escapes `\`, `"` and line feeds in label values; other
+/// control characters (NUL, CR, ANSI escapes) are written as `\xNN`, so a
+/// scrape and a terminal see them as text.
+fn escape_label(value: &str) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\\\x{:02x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A topic a hostile transform chose cannot add lines or series to the
+    /// exposition, and a topic per event folds into `other`.
+    #[test]
+    fn topics_are_escaped_and_bounded() {
+        let m = Metrics::new();
+        let topics = LabelValues::new(5);
+        let forged = "t\"} 1\ncvp_stream_ready 1\n# EOF\n\0\r\x1b[2J";
+        m.sink_records_delivered
+            .get_or_create(&labels([
+                ("sink", "kafka"),
+                ("topic", &topics.label(forged)),
+            ]))
+            .inc();
+        let text = m.encode();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.iter().filter(|l| **l == "# EOF").count(), 1);
+        assert_eq!(lines.last(), Some(&"# EOF"));
+        assert!(!text.contains('\0') && !text.contains('\r') && !text.contains('\x1b'));
+        let series = lines
+            .iter()
+            .find(|l| l.starts_with("cvp_stream_sink_records_delivered_total{"))
+            .unwrap();
+        assert_eq!(
+            *series,
+            r#"cvp_stream_sink_records_delivered_total{sink="kafka",topic="t\"} 1\ncvp_stream_ready 1\n# EOF\n\\x00\\x0d\\x1b[2J"} 1"#
+        );
+        for n in 0..50 {
+            let _ = topics.label(&format!("per-event-{n}"));
+        }
+        assert_eq!(topics.label("per-event-3"), "per-event-3");
+        assert_eq!(topics.label("per-event-4"), "other");
+        assert_eq!(
+            topics.label(forged),
+            escape_label(forged),
+            "a topic seen keeps its series"
+        );
+    }
 
     #[test]
     fn exposition_names_and_state_set() {

@@ -50,7 +50,7 @@ pub fn sample_events(n: usize, seed: u64) -> Vec<cvp_proto::event::Event> {
     out
 }
 pub use stats::SimStats;
-pub use tls::{test_pki, TestPki, TlsIdentity};
+pub use tls::{self_signed_ca_as_server, test_pki, TestPki, TlsIdentity};
 
 use crate::auth::Auth;
 use crate::feed::Source;

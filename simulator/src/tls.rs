@@ -136,3 +136,25 @@ pub(crate) fn incoming(
     });
     ReceiverStream::new(rx)
 }
+
+/// A certificate as `openssl req -x509` makes it, the way many lab and
+/// on-prem CVPs serve one: self-signed, marked a CA (basicConstraints
+/// CA:TRUE), with `hosts` as its names. `ca_pem` is the certificate itself.
+pub fn self_signed_ca_as_server(hosts: &[&str]) -> anyhow::Result<TestPki> {
+    let key = KeyPair::generate()?;
+    let names: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
+    let mut params = CertificateParams::new(names).context("invalid host name")?;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(
+        DnType::CommonName,
+        hosts.first().copied().unwrap_or("cvp-simulator"),
+    );
+    let cert = params.self_signed(&key)?;
+    Ok(TestPki {
+        ca_pem: cert.pem(),
+        identity: TlsIdentity {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        },
+    })
+}

@@ -406,6 +406,13 @@ impl Host {
         self.lines.lock().unwrap().join("\n")
     }
 
+    /// The file descriptors the service holds open now.
+    pub fn open_files(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on our own child's pid has no memory effects.
         unsafe {

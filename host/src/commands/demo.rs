@@ -1,9 +1,13 @@
 //! `cvp-stream demo`: the built-in simulator, the stock transform (or the
-//! given chain) and a printing sink (or any sink, by URL), in one process.
+//! given chain, or a real config's chain) and a printing sink (or any sink,
+//! by URL), in one process.
 
-use crate::config::ConfigBuilder;
+use crate::config::{Config, ConfigBuilder};
+use crate::event::Op;
 use crate::pipeline::Pipeline;
+use crate::secret::Secret;
 use crate::sinks::{KafkaConfig, Sink, SinkConfig, StdoutSink};
+use crate::sources::cvp::CvpConfig;
 use crate::transforms::{builtin, TransformConfig};
 use anyhow::{Context, Result};
 use clap::Args;
@@ -40,6 +44,31 @@ pub struct DemoArgs {
     /// Forward the raw merged events as JSON (no transform).
     #[arg(long, conflicts_with = "transforms")]
     pub no_transform: bool,
+    /// Try a real config without CVP or Kafka: its transforms (with their
+    /// configs and limits), `pipeline` and `source.cvp.operations`/`filter`
+    /// run against the simulator, printing (or to --sink). Its CVP, sink,
+    /// admin and checkpoint settings are not used; variables it names need
+    /// not be set.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["transforms", "no_transform"])]
+    pub config: Option<PathBuf>,
+    /// Which operations to forward, e.g. `initial,updated,deleted` (default:
+    /// the config's, else `updated` as `run`'s default; a recording's
+    /// INITIAL and DELETED events are left out unless named here).
+    #[arg(long, value_delimiter = ',', value_parser = parse_op, value_name = "OPS")]
+    pub operations: Vec<Op>,
+}
+
+/// `--brokers` or `--sink` as one URL; none: print.
+fn sink_url(args: &DemoArgs) -> Option<String> {
+    match (&args.brokers, &args.sink) {
+        (Some(brokers), _) => Some(format!("kafka://{brokers}")),
+        (None, url) => url.clone(),
+    }
+}
+
+fn parse_op(s: &str) -> Result<Op, String> {
+    serde_yaml::from_str(&s.trim().to_ascii_lowercase())
+        .map_err(|_| format!("{s:?} is not one of initial, updated, deleted"))
 }
 
 pub async fn demo(args: DemoArgs, shutdown: CancellationToken) -> Result<()> {
@@ -60,6 +89,9 @@ pub async fn demo(args: DemoArgs, shutdown: CancellationToken) -> Result<()> {
     let sim = Simulator::start(opts, listener).await?;
     let addr = sim.local_addr();
 
+    if let Some(path) = &args.config {
+        return from_config(path, &args, addr, token, sim, shutdown).await;
+    }
     let transforms: Vec<TransformConfig> = if args.no_transform {
         Vec::new()
     } else if args.transforms.is_empty() {
@@ -80,33 +112,84 @@ pub async fn demo(args: DemoArgs, shutdown: CancellationToken) -> Result<()> {
             .collect()
     };
     let names: Vec<String> = transforms.iter().map(|t| t.name.clone()).collect();
-    let url = match (&args.brokers, &args.sink) {
-        (Some(brokers), _) => Some(format!("kafka://{brokers}")),
-        (None, url) => url.clone(),
-    };
+    let url = sink_url(&args);
     let sink_config = match &url {
         Some(url) => SinkConfig::from_url(url, &args.topic)?,
         None => SinkConfig::Kafka(KafkaConfig::new("unused:9092", &args.topic)),
     };
-    let config = transforms
-        .into_iter()
-        .fold(
-            ConfigBuilder::new(addr.to_string())
-                .token(&token)
-                .plaintext(),
-            ConfigBuilder::transform,
-        )
-        .sink(sink_config)
-        .build()?;
-    let config = Arc::new(config);
-    let sink = match &url {
-        Some(_) => config.sink.start(&shutdown).await?,
-        None => Sink::Stdout(StdoutSink),
+    let mut builder = transforms.into_iter().fold(
+        ConfigBuilder::new(addr.to_string())
+            .token(&token)
+            .plaintext(),
+        ConfigBuilder::transform,
+    );
+    if !args.operations.is_empty() {
+        builder = builder.operations(args.operations.iter().copied());
+    }
+    let config = builder.sink(sink_config).build()?;
+    play(config, url.is_some(), names, addr, sim, shutdown).await
+}
+
+/// `demo --config FILE`: the file's chain, pipeline and operations, with
+/// the simulator for CVP and the printing sink (or `--sink`) for its sink.
+async fn from_config(
+    path: &std::path::Path,
+    args: &DemoArgs,
+    addr: std::net::SocketAddr,
+    token: String,
+    sim: cvp_simulator::SimHandle,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let mut config = Config::load_for_demo(path)?;
+    let file_cvp = std::mem::replace(&mut config.source.cvp, CvpConfig::new(addr.to_string()));
+    let cvp = &mut config.source.cvp;
+    cvp.token = Some(Secret::new(token));
+    cvp.tls.enabled = false;
+    cvp.operations = if args.operations.is_empty() {
+        file_cvp.operations
+    } else {
+        args.operations.clone()
     };
+    cvp.filter = file_cvp.filter;
+    cvp.cache_size = file_cvp.cache_size;
+    config.admin = None;
+    config.checkpoint = None;
+    let url = sink_url(args);
+    if let Some(url) = &url {
+        config.sink = SinkConfig::from_url(url, &args.topic)?;
+    }
+    config.validate()?;
+    let names = config.transforms.iter().map(|t| t.name.clone()).collect();
+    play(config, url.is_some(), names, addr, sim, shutdown).await
+}
+
+/// Runs `config` against the simulator until it has played every update:
+/// to the configured sink when `to_sink`, else printing.
+async fn play(
+    config: Config,
+    to_sink: bool,
+    names: Vec<String>,
+    addr: std::net::SocketAddr,
+    sim: cvp_simulator::SimHandle,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let config = Arc::new(config);
+    let sink = match to_sink {
+        true => config.sink.start(&shutdown).await?,
+        false => Sink::Stdout(StdoutSink),
+    };
+    let ops: Vec<String> = config
+        .source
+        .cvp
+        .operations
+        .iter()
+        .map(|o| format!("{o:?}").to_lowercase())
+        .collect();
     let pipeline = Pipeline::build_off_runtime(config.clone(), sink).await?;
     tracing::info!(
-        "demo: simulated CVP on {addr}, transforms [{}]; press Ctrl-C to stop",
-        names.join(", ")
+        "demo: simulated CVP on {addr}, transforms [{}], forwarding {} (--operations initial,updated,deleted for all); press Ctrl-C to stop",
+        names.join(", "),
+        ops.join(", ")
     );
 
     // When the simulator has played every update, end its streams: the

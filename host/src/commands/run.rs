@@ -24,6 +24,14 @@ pub struct RunArgs {
     /// Prefer the CVP_PASSWORD environment variable: arguments show in `ps`.
     #[arg(long, env = "CVP_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
+    /// Trust this CA certificate (PEM) for CVP, as source.cvp.tls.ca_file:
+    /// a private CA, or the self-signed certificate many lab CVPs serve.
+    #[arg(long, value_name = "PEM")]
+    pub ca_file: Option<PathBuf>,
+    /// Do not verify CVP's certificate (source.cvp.tls.insecure_skip_verify;
+    /// labs only: anyone on the path can read the credentials).
+    #[arg(long, conflicts_with = "ca_file")]
+    pub insecure: bool,
     /// With no checkpoint yet: also forward the events that changed within
     /// this window before start-up (e.g. `24h`), not only new ones.
     #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
@@ -35,6 +43,8 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> Result<()> {
         server: args.server,
         username: args.username,
         password: args.password.map(Secret::new),
+        ca_file: args.ca_file,
+        insecure: args.insecure,
     };
     let config = Arc::new(Config::load(&args.config, &seed)?);
     // Up first, so /health answers while the transforms compile.
@@ -62,5 +72,13 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> Result<()> {
     );
     let stats = pipeline.run(shutdown, false).await?;
     super::summary(&stats);
+    if stats.checkpoint_failed {
+        if let Some(cp) = &config.checkpoint {
+            anyhow::bail!(
+                "the last checkpoint could not be written to {} (see above): a restart resends what was delivered since the last one that was",
+                cp.path.display()
+            );
+        }
+    }
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! The YAML configuration at its top level: the blocks, each owned by the
 //! component it configures (`sources::SourceConfig`, `sinks::SinkConfig`,
 //! ...), checks that span blocks, `${ENV}` interpolation (`interpolate.rs`),
-//! the Go seed tool's older `kafka_broker`/`kafka_topic` file, the `tests:`
+//! a bound on nesting (`depth.rs`), the Go seed tool's older
+//! `kafka_broker`/`kafka_topic` file, the `tests:`
 //! cases of `cvp-stream test`, and a builder for configs made in code
 //! (`builder.rs`).
 //!
@@ -9,6 +10,7 @@
 //! and its line instead of a setting silently ignored.
 
 mod builder;
+mod depth;
 mod interpolate;
 pub mod units;
 
@@ -93,6 +95,10 @@ pub struct SeedArgs {
     pub server: Option<String>,
     pub username: Option<String>,
     pub password: Option<Secret>,
+    /// `--ca-file`: trust this CA (or self-signed certificate) for CVP.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// `--insecure`: do not verify CVP's certificate (labs).
+    pub insecure: bool,
 }
 
 impl Config {
@@ -108,8 +114,37 @@ impl Config {
         Ok(config)
     }
 
+    /// As [`Config::load`], for `demo --config`: variables that are not
+    /// set stand for a placeholder (the demo uses neither CVP's nor the
+    /// sink's settings, where credentials live), and nothing is validated
+    /// yet (the demo replaces those blocks first).
+    pub fn load_for_demo(path: &Path) -> Result<Config> {
+        let raw = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
+        let text = interpolate(&raw, |name| {
+            Some(std::env::var(name).unwrap_or_else(|_| format!("demo-{name}")))
+        })?;
+        let parsed = (|| -> Result<Config> {
+            depth::check(&text)?;
+            if is_seed_file(&text) {
+                let file: SeedFile = serde_yaml::from_str(&text).map_err(yaml_error)?;
+                let seed = SeedArgs {
+                    server: Some("demo:443".into()),
+                    ..SeedArgs::default()
+                };
+                Config::from_seed(file, &seed)
+            } else {
+                serde_yaml::from_str::<Config>(&text).map_err(yaml_error)
+            }
+        })();
+        let mut config = parsed.with_context(|| format!("config {}", path.display()))?;
+        config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
+        Ok(config)
+    }
+
     pub fn parse(raw: &str, seed: &SeedArgs) -> Result<Config> {
         let text = interpolate(raw, |name| std::env::var(name).ok())?;
+        depth::check(&text)?;
         let mut config = if is_seed_file(&text) {
             let file: SeedFile = serde_yaml::from_str(&text).map_err(yaml_error)?;
             Config::from_seed(file, seed)?
@@ -151,6 +186,12 @@ impl Config {
         }
         if let Some(pw) = &seed.password {
             cvp.password = Some(pw.clone());
+        }
+        if let Some(ca) = &seed.ca_file {
+            cvp.tls.ca_file = Some(ca.clone());
+        }
+        if seed.insecure {
+            cvp.tls.insecure_skip_verify = true;
         }
     }
 
@@ -287,6 +328,8 @@ mod tests {
             server: Some("cvp.lab:8443".into()),
             username: Some("ansible".into()),
             password: Some(Secret::new("pw")),
+            ca_file: Some("/etc/cvp/ca.pem".into()),
+            insecure: false,
         };
         let c = Config::parse(
             "kafka_broker: \"127.0.0.1\"\nkafka_topic: \"test\"\n",
@@ -298,6 +341,11 @@ mod tests {
         assert_eq!(kafka.topic, "test");
         assert_eq!(c.source.cvp.address, "cvp.lab:8443");
         assert_eq!(c.source.cvp.username.as_deref(), Some("ansible"));
+        assert_eq!(
+            c.source.cvp.tls.ca_file.as_deref(),
+            Some(Path::new("/etc/cvp/ca.pem"))
+        );
+        assert!(!c.source.cvp.tls.insecure_skip_verify);
         assert_eq!(c.transforms[0].path, Path::new("builtin:title-to-key"));
         let err =
             Config::parse("kafka_broker: x\nkafka_topic: t\n", &SeedArgs::default()).unwrap_err();
@@ -313,6 +361,24 @@ mod tests {
         let c = Config::parse(&raw, &SeedArgs::default()).unwrap();
         assert_eq!(c.transforms[0].limits.memory, 8 << 20);
         assert_eq!(c.transforms[0].limits.timeout, Duration::from_millis(250));
+    }
+
+    /// 200 KB of nesting took libyaml past a minute (its time grows with
+    /// length times depth); now it is refused at once, naming the line.
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        let deep = format!(
+            "{MINIMAL}pipeline: {}{}\n",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let e = Config::parse(&deep, &SeedArgs::default())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "line 3: nested more than 64 levels deep; no cvp-stream setting needs that"
+        );
     }
 
     #[test]

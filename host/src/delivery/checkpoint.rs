@@ -29,7 +29,10 @@ fn default_interval() -> Duration {
 }
 
 impl CheckpointConfig {
-    /// The directory must exist: found now, not at the first write.
+    /// The directory must exist and take a file, and the path must not be a
+    /// directory: found now, not as an error every interval while nothing
+    /// is saved. (A probe file is written and removed; `validate` checks
+    /// this too, as the first write would.)
     pub fn validate(&self) -> Result<()> {
         let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty());
         if let Some(dir) = dir.filter(|d| !d.is_dir()) {
@@ -39,7 +42,22 @@ impl CheckpointConfig {
                 dir.display()
             );
         }
-        Ok(())
+        if self.path.is_dir() {
+            anyhow::bail!(
+                "checkpoint.path {} is a directory: give a file name in it, e.g. {}",
+                self.path.display(),
+                self.path.join("checkpoint.json").display()
+            );
+        }
+        let probe = self.path.with_extension("tmp");
+        let written = std::fs::File::create(&probe).and_then(|mut f| f.write_all(b"{}\n"));
+        let _ = std::fs::remove_file(&probe);
+        written.map_err(|e| {
+            anyhow!(
+                "checkpoint.path {}: cannot write there ({e}): choose a directory this user can write",
+                self.path.display()
+            )
+        })
     }
 }
 
@@ -69,21 +87,32 @@ impl CheckpointWriter {
     /// since a tick comes just short of `interval` after the last write.
     /// Never a checkpoint that knows nothing (0): a restart from it would
     /// replay CVP's whole state.
-    pub fn maybe_write(&mut self, tracker: &SharedTracker, force: bool) {
+    ///
+    /// Returns false when the write failed. Not fatal: the next may
+    /// succeed, and meanwhile a restart resends from the older checkpoint
+    /// (duplicates, not loss); but /ready says so until one succeeds, and
+    /// a run whose last write failed exits with an error.
+    pub fn maybe_write(&mut self, tracker: &SharedTracker, force: bool) -> bool {
         let cp = {
             let tracker = tracker.lock();
             let watermark = tracker.resume_point();
             if watermark == 0 || (watermark == self.written_watermark && !force) {
-                return;
+                return true;
             }
             Checkpoint::new(watermark, tracker.delivered_beyond(watermark))
         };
         let watermark = cp.delivered_up_to;
-        match write(&self.path, &cp) {
-            Ok(()) => self.written_watermark = watermark,
-            // Not fatal: the next write may succeed; meanwhile a restart
-            // resends from the older checkpoint (duplicates, not loss).
-            Err(e) => tracing::error!("{e:#}"),
+        let written = write(&self.path, &cp);
+        crate::metrics::get().set_checkpoint_written(written.is_ok());
+        match written {
+            Ok(()) => {
+                self.written_watermark = watermark;
+                true
+            }
+            Err(e) => {
+                tracing::error!("{e:#}");
+                false
+            }
         }
     }
 }
@@ -217,6 +246,30 @@ mod tests {
         std::fs::remove_file(&cfg.path).unwrap();
         writer.maybe_write(&tracker, false);
         assert!(!cfg.path.exists());
+    }
+
+    /// A checkpoint that cannot be written is a start-up error, not an
+    /// error every interval while nothing is saved.
+    #[test]
+    fn an_unwritable_path_is_refused_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |path: PathBuf| CheckpointConfig {
+            path,
+            interval: Duration::from_secs(1),
+        };
+        at(dir.path().join("cp.json")).validate().unwrap();
+        assert!(!dir.path().join("cp.tmp").exists(), "the probe is removed");
+        let e = at(dir.path().to_path_buf())
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is a directory"), "{e}");
+        // Even root cannot create files in /proc.
+        let e = at(PathBuf::from("/proc/cvp-stream-checkpoint.json"))
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot write there"), "{e}");
     }
 
     #[test]

@@ -80,6 +80,8 @@ pub struct DeliveryStats {
     pub dropped: u64,
     pub failed_transform: u64,
     pub failed_delivery: u64,
+    /// The last checkpoint write of the run failed.
+    pub checkpoint_failed: bool,
 }
 
 /// Told of every acknowledged record: how benchmarks measure latency and
@@ -102,6 +104,8 @@ pub struct Ledger {
     /// Per topic: `sink_records_delivered` and `sink_delivery_failures`,
     /// looked up once per topic rather than per record.
     topics: std::collections::HashMap<String, (Counter, Counter)>,
+    /// Topics beyond `metrics::MAX_TOPIC_SERIES`.
+    other_topics: Option<(Counter, Counter)>,
 }
 
 impl Ledger {
@@ -119,6 +123,7 @@ impl Ledger {
             observer,
             sink,
             topics: std::collections::HashMap::new(),
+            other_topics: None,
         }
     }
 
@@ -130,16 +135,25 @@ impl Ledger {
         }
     }
 
+    /// The topic's series: its label escaped, and a topic per event folded
+    /// into `other` (`metrics::topic`), so neither the exposition nor this
+    /// map grows without bound.
     fn counters(&mut self, topic: &str) -> &(Counter, Counter) {
         let sink = self.sink;
-        self.topics.entry(topic.to_string()).or_insert_with(|| {
+        let series = |label: &str| {
             let m = metrics::get();
-            let l = metrics::labels([("sink", sink), ("topic", topic)]);
+            let l = metrics::labels([("sink", sink), ("topic", label)]);
             (
                 m.sink_records_delivered.get_or_create(&l).clone(),
                 m.sink_delivery_failures.get_or_create(&l).clone(),
             )
-        })
+        };
+        if !self.topics.contains_key(topic) && self.topics.len() >= metrics::MAX_TOPIC_SERIES {
+            return self.other_topics.get_or_insert_with(|| series("other"));
+        }
+        self.topics
+            .entry(topic.to_string())
+            .or_insert_with(|| series(&metrics::topic(topic)))
     }
 
     /// How often [`Ledger::publish_progress`] should run: the checkpoint's
@@ -259,12 +273,40 @@ impl Ledger {
     }
 
     /// At the end of a run: the last progress, the checkpoint written
-    /// whatever its interval.
+    /// whatever its interval (a failure is in the stats: the run's exit
+    /// status reports it).
     pub fn finish(&mut self) -> DeliveryStats {
         metrics::get().set_delivered_up_to(self.tracker.lock().resume_point());
         if let Some(cp) = &mut self.checkpoint {
-            cp.maybe_write(&self.tracker, true);
+            self.stats.checkpoint_failed = !cp.maybe_write(&self.tracker, true);
         }
         self.stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A topic a transform chose reaches the exposition as one escaped
+    /// series: it cannot end the exposition early or forge another series.
+    #[test]
+    fn a_forged_topic_is_one_escaped_series() {
+        let mut ledger = Ledger::new("nats", SharedTracker::default(), None, None);
+        let seq = {
+            let mut t = ledger.tracker.lock();
+            let seq = t.register("k", 1);
+            t.expect(seq, 1);
+            seq
+        };
+        ledger.acknowledged(seq, Some(1), "evil\"} 9\n# EOF\n");
+        let text = metrics::get().encode();
+        assert_eq!(text.lines().filter(|l| *l == "# EOF").count(), 1);
+        assert!(
+            text.contains(
+                r#"sink_records_delivered_total{sink="nats",topic="evil\"} 9\n# EOF\n"} 1"#
+            ),
+            "{text}"
+        );
     }
 }

@@ -107,7 +107,7 @@ impl KafkaSink {
         // The configured topics' series exist from the start, at 0.
         let m = metrics::get();
         for topic in std::iter::once(&self.topic).chain(&self.dead_letter_topic) {
-            let l = metrics::labels([("topic", topic)]);
+            let l = metrics::labels([("topic", &metrics::topic(topic))]);
             let _ = m.kafka_delivery_failures.get_or_create(&l);
             let c = m.records_produced.get_or_create(&l).clone();
             state.produced.insert(topic.clone(), c);
@@ -315,14 +315,23 @@ impl SendState {
         match result {
             Ok((partition, offset)) => {
                 self.ledger.acknowledged(seq, changed_at, &topic);
-                self.produced
-                    .entry(topic.clone())
-                    .or_insert_with(|| {
-                        m.records_produced
-                            .get_or_create(&metrics::labels([("topic", &topic)]))
-                            .clone()
-                    })
-                    .inc();
+                // Bounded as the labels are (`metrics::topic`): past the
+                // bound, topics not yet seen are counted by a look-up.
+                match self.produced.get(&topic) {
+                    Some(c) => {
+                        c.inc();
+                    }
+                    None => {
+                        let c = m
+                            .records_produced
+                            .get_or_create(&metrics::labels([("topic", &metrics::topic(&topic))]))
+                            .clone();
+                        c.inc();
+                        if self.produced.len() < metrics::MAX_TOPIC_SERIES {
+                            self.produced.insert(topic.clone(), c);
+                        }
+                    }
+                }
                 tracing::debug!(
                     event_key,
                     offset,
@@ -331,7 +340,7 @@ impl SendState {
             }
             Err(undelivered) => {
                 m.kafka_delivery_failures
-                    .get_or_create(&metrics::labels([("topic", &topic)]))
+                    .get_or_create(&metrics::labels([("topic", &metrics::topic(&topic))]))
                     .inc();
                 // A dead letter that fails is not sent on again (no loops).
                 let to = self.dead_letter_topic.clone().filter(|_| !dead_letter);

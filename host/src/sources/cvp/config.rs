@@ -81,8 +81,53 @@ impl CvpConfig {
         if self.cache_size == 0 {
             bail!("source.cvp.cache_size must be at least 1");
         }
+        self.check_cleartext_credentials()
+    }
+
+    /// Without TLS a token or password crosses the network readable by
+    /// anyone on the path: refused unless CVP is on this machine or the
+    /// user says the network is trusted (then a warning, as for
+    /// `insecure_skip_verify`).
+    fn check_cleartext_credentials(&self) -> Result<()> {
+        let credential = if self.username.is_some() {
+            "password"
+        } else if self.token.is_some()
+            || self.token_file.is_some()
+            || std::env::var_os("CVP_TOKEN").is_some()
+        {
+            "token"
+        } else {
+            return Ok(());
+        };
+        if self.tls.enabled || is_loopback(&self.address) {
+            return Ok(());
+        }
+        if !self.tls.allow_plaintext_credentials {
+            bail!(
+                "source.cvp.tls.enabled is false, so the {credential} would cross the network to {} in cleartext: enable TLS (and set tls.ca_file for a private CA), or set source.cvp.tls.allow_plaintext_credentials: true on a network you trust",
+                self.address
+            );
+        }
+        tracing::warn!(
+            "source.cvp.tls.enabled is false: the {credential} goes to {} in cleartext (allow_plaintext_credentials is on)",
+            self.address
+        );
         Ok(())
     }
+}
+
+/// Whether `address` (`host[:port]`, `[v6]:port`) names this machine, by
+/// the literal: a name is not resolved (it may resolve elsewhere later).
+fn is_loopback(address: &str) -> bool {
+    let host = match address.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None if address.matches(':').count() > 1 => address,
+        None => address.split(':').next().unwrap_or(""),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 #[derive(Debug, Deserialize)]
@@ -98,6 +143,10 @@ pub struct TlsConfig {
     /// The name to verify the certificate against, when it differs from the
     /// host in `address` (e.g. connecting by IP).
     pub server_name: Option<String>,
+    /// With `enabled: false`, send the token or password to a CVP that is
+    /// not on this machine anyway (refused otherwise: it travels readable).
+    #[serde(default)]
+    pub allow_plaintext_credentials: bool,
 }
 
 impl Default for TlsConfig {
@@ -107,6 +156,7 @@ impl Default for TlsConfig {
             ca_file: None,
             insecure_skip_verify: false,
             server_name: None,
+            allow_plaintext_credentials: false,
         }
     }
 }
@@ -150,4 +200,45 @@ fn default_connect_timeout() -> Duration {
 }
 fn default_max_backoff() -> Duration {
     Duration::from_secs(30)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plaintext(address: &str) -> CvpConfig {
+        let mut c = CvpConfig::new(address);
+        c.tls.enabled = false;
+        c.token = Some(Secret::new("t0ken"));
+        c
+    }
+
+    #[test]
+    fn credentials_in_cleartext_only_to_this_machine_or_when_allowed() {
+        for here in [
+            "127.0.0.1:8443",
+            "localhost",
+            "[::1]:443",
+            "::1",
+            "127.0.0.2",
+        ] {
+            plaintext(here).validate().unwrap();
+        }
+        for away in [
+            "10.0.0.5:443",
+            "cvp.example.com",
+            "[2001:db8::1]:443",
+            "localhost.evil.example:443",
+        ] {
+            let e = plaintext(away).validate().unwrap_err().to_string();
+            assert!(e.contains("token would cross the network"), "{away}: {e}");
+            assert!(!e.contains("t0ken"), "{e}");
+            let mut allowed = plaintext(away);
+            allowed.tls.allow_plaintext_credentials = true;
+            allowed.validate().unwrap();
+        }
+        let mut tls = plaintext("10.0.0.5:443");
+        tls.tls.enabled = true;
+        tls.validate().unwrap();
+    }
 }

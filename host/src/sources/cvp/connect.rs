@@ -115,7 +115,12 @@ pub async fn connect(
                             std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
                         })??;
                         tcp.set_nodelay(true)?;
-                        let tls = connector.connect(name, tcp).await?;
+                        let tls = connector.connect(name, tcp).await.map_err(|e| {
+                            match super::tls::explain(&e) {
+                                Some(advice) => std::io::Error::other(advice),
+                                None => e,
+                            }
+                        })?;
                         Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
                     }
                 }))
