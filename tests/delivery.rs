@@ -224,6 +224,115 @@ async fn sigkill_and_restart_resume_from_the_checkpoint() {
     assert_eq!(got, expected, "log:\n{log}");
 }
 
+/// The file checkpoint's bound on duplicates (issue 15), at a rate where
+/// it matters: 1,000 events/s with a 500 ms interval. While events flow,
+/// each write follows the last by about one interval (a second "has the
+/// interval passed" check once skipped every other tick, doubling what a
+/// crash resends). After a SIGKILL, what the restart sends again is at most
+/// what was acknowledged after the last write, and that is at most about
+/// one interval's worth of events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_resends_at_most_one_checkpoint_interval() {
+    const RATE: f64 = 1000.0;
+    const INTERVAL: Duration = Duration::from_millis(500);
+    // Scheduling on a loaded 2-core machine delays a tick; a skipped tick
+    // doubles the gap.
+    let slack = INTERVAL.mul_f64(1.6);
+    let broker = Broker::start();
+    broker.create_topic("bound", 1);
+    let (_sim, addr) = support::simulator(cvp_simulator::SimOptions {
+        token: Some("tok-d".into()),
+        initial: 100,
+        updates: 10_000_000,
+        rate: RATE,
+        wall_clock: true,
+        ..cvp_simulator::SimOptions::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cp = dir.path().join("checkpoint.json");
+    let yaml = raw_config(
+        &addr,
+        &broker,
+        "bound",
+        &format!(
+            "checkpoint:\n  path: {:?}\n  interval: {}ms\n",
+            cp.display().to_string(),
+            INTERVAL.as_millis()
+        ),
+    );
+    let read_cp = || -> Option<serde_json::Value> {
+        serde_json::from_str(&std::fs::read_to_string(&cp).ok()?).ok()
+    };
+    let host = Host::run(&yaml, &[]);
+    eventually(&host, "a first checkpoint", || read_cp());
+
+    // Watch the writes for 4 s (about 8 intervals).
+    let watch = std::time::Instant::now();
+    let mut last_change = watch;
+    let mut last = read_cp().unwrap()["delivered_up_to"].as_i64();
+    let mut widest = Duration::ZERO;
+    while watch.elapsed() < Duration::from_secs(4) {
+        std::thread::sleep(Duration::from_millis(5));
+        let now = read_cp().and_then(|v| v["delivered_up_to"].as_i64());
+        if now.is_some() && now != last {
+            widest = widest.max(last_change.elapsed());
+            last_change = std::time::Instant::now();
+            last = now;
+        }
+    }
+    assert!(
+        widest <= slack,
+        "checkpoint writes {widest:?} apart with a {INTERVAL:?} interval"
+    );
+
+    host.signal(libc::SIGKILL);
+    drop(host);
+    let saved = read_cp().unwrap();
+    let up_to = saved["delivered_up_to"].as_i64().unwrap();
+    let also: std::collections::HashSet<(String, i64)> =
+        serde_json::from_value(saved["also_delivered"].clone()).unwrap();
+    let before = broker.all("bound");
+    let event = |r: &Record| -> (String, i64) {
+        let v = r.value_json();
+        let t = v["lastUpdatedTime"]
+            .as_str()
+            .unwrap_or("1970-01-01T00:00:00Z");
+        let t = humantime::parse_rfc3339(t).unwrap();
+        (
+            v["key"]["key"].as_str().unwrap_or("").to_string(),
+            t.duration_since(UNIX_EPOCH).unwrap().as_nanos() as i64,
+        )
+    };
+    // Acknowledged after the last write: all a restart may send again.
+    let unsaved = before
+        .iter()
+        .map(event)
+        .filter(|e| e.1 > up_to && !also.contains(e))
+        .count();
+    let bound = (RATE * slack.as_secs_f64()) as usize;
+    assert!(
+        unsaved <= bound,
+        "{unsaved} records acknowledged after the last checkpoint; at most {bound} expected"
+    );
+
+    let host = Host::run(&yaml, &[]);
+    broker.consume(&host, "bound", before.len() + 1000);
+    host.stop_cleanly();
+    let sent_before: std::collections::HashSet<(String, i64)> = before.iter().map(event).collect();
+    let resent = broker.all("bound")[before.len()..]
+        .iter()
+        .filter(|r| sent_before.contains(&event(r)))
+        .count();
+    eprintln!(
+        "widest gap between writes {widest:?}; {unsaved} acknowledged after the last write; {resent} sent again"
+    );
+    assert!(
+        resent <= unsaved,
+        "{resent} sent again; only the {unsaved} acknowledged after the last checkpoint may be"
+    );
+}
+
 /// Kafka stops answering for 30 s while events keep coming (the broker
 /// is frozen: a hung broker or a network partition). The host holds the
 /// records (it retries for as long as it takes), says it is not ready, and
