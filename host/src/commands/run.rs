@@ -51,15 +51,22 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> Result<()> {
     if let Some(admin) = &config.admin {
         crate::admin::serve(admin.listen, shutdown.clone()).await?;
     }
-    let checkpoint = match &config.checkpoint {
+    let mut checkpoint = match &config.checkpoint {
         Some(c) => crate::delivery::checkpoint::read(&c.path)?,
         None => None,
     };
+    crate::metrics::get().set_sink(config.sink.name());
+    let sink = config.sink.start(&shutdown).await?;
+    // With exactly_once Kafka holds the checkpoint, committed with the
+    // records; read once the sink has fenced any former instance.
+    if let Some(kafka) = config.sink.kafka() {
+        if let Some(eos) = &kafka.exactly_once {
+            checkpoint = crate::sinks::kafka::read_checkpoint(kafka, eos).await?;
+        }
+    }
     if checkpoint.is_some() && args.since.is_some() {
         tracing::info!("a checkpoint exists: resuming from it, not from --since");
     }
-    crate::metrics::get().set_sink(config.sink.name());
-    let sink = config.sink.start(&shutdown).await?;
     let mut pipeline = Pipeline::build_off_runtime(config.clone(), sink).await?;
     pipeline.resume_from(Resume::new(checkpoint.as_ref(), args.since));
     crate::metrics::get().set_transforms_loaded();

@@ -216,6 +216,9 @@ impl Config {
             }
         }
         if let Some(cp) = &self.checkpoint {
+            if self.sink.kafka().is_some_and(|k| k.exactly_once.is_some()) {
+                bail!("checkpoint: and sink.kafka.exactly_once both keep the resume point; with exactly_once Kafka keeps it: remove the checkpoint block");
+            }
             cp.validate()?;
         }
         for t in &self.tests {

@@ -272,6 +272,16 @@ impl Ledger {
         }
     }
 
+    /// The checkpoint as things stand (what `checkpoint:` would write now),
+    /// for a sink that keeps it elsewhere (Kafka, with exactly_once);
+    /// `None` before the first delivered event.
+    pub fn checkpoint_now(&self) -> Option<checkpoint::Checkpoint> {
+        let tracker = self.tracker.lock();
+        let watermark = tracker.resume_point();
+        (watermark > 0)
+            .then(|| checkpoint::Checkpoint::new(watermark, tracker.delivered_beyond(watermark)))
+    }
+
     /// At the end of a run: the last progress, the checkpoint written
     /// whatever its interval (a failure is in the stats: the run's exit
     /// status reports it).

@@ -167,6 +167,7 @@ impl SinkConfig {
                 let kafka = KafkaSink::new(k)?;
                 kafka.probe().await;
                 kafka.watch_broker(shutdown.clone());
+                kafka.begin(k).await?;
                 Ok(Sink::Kafka(kafka))
             }
             SinkConfig::Nats(c) => Ok(Sink::Nats(NatsSink::start(c, shutdown).await?)),

@@ -28,6 +28,41 @@ pub struct KafkaConfig {
     /// the host stops reading from CVP (backpressure) instead of growing.
     #[serde(default = "default_queue_size", deserialize_with = "de_size")]
     pub max_queue_size: u64,
+    /// Records and the checkpoint in one Kafka transaction: read-committed
+    /// consumers see each event once, through crashes (`transaction.rs`).
+    #[serde(default)]
+    pub exactly_once: Option<ExactlyOnceConfig>,
+}
+
+/// `sink.kafka.exactly_once`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExactlyOnceConfig {
+    /// Names this delivery: the transactional id is `cvp-stream-GROUP` and
+    /// the checkpoint record's key is GROUP. Instances of one group fence
+    /// one another: only the latest to start writes.
+    pub group: String,
+    /// The compacted topic that holds each group's checkpoint (created,
+    /// with one partition, when missing).
+    #[serde(default = "default_checkpoint_topic")]
+    pub checkpoint_topic: String,
+    /// A transaction is committed this often while records flow ...
+    #[serde(default = "default_commit_interval", with = "humantime_serde")]
+    pub commit_interval: Duration,
+    /// ... or once it holds this many records, whichever comes first.
+    /// Read-committed consumers see records when they are committed.
+    #[serde(default = "default_commit_records")]
+    pub commit_records: usize,
+}
+
+fn default_checkpoint_topic() -> String {
+    "cvp-stream-checkpoints".to_string()
+}
+fn default_commit_interval() -> Duration {
+    Duration::from_millis(100)
+}
+fn default_commit_records() -> usize {
+    10_000
 }
 
 impl KafkaConfig {
@@ -40,6 +75,7 @@ impl KafkaConfig {
             flush_timeout: default_flush_timeout(),
             dead_letter_topic: None,
             max_queue_size: default_queue_size(),
+            exactly_once: None,
         }
     }
 
@@ -49,6 +85,17 @@ impl KafkaConfig {
         }
         if self.max_queue_size < 1 << 20 {
             bail!("sink.kafka.max_queue_size must be at least 1MiB");
+        }
+        if let Some(eos) = &self.exactly_once {
+            if eos.group.trim().is_empty() {
+                bail!("sink.kafka.exactly_once.group is empty: name this service's delivery (one name per CVP and topic)");
+            }
+            if eos.commit_records == 0 {
+                bail!("sink.kafka.exactly_once.commit_records must be at least 1");
+            }
+            if self.properties.contains_key("transactional.id") {
+                bail!("sink.kafka.properties sets transactional.id; with exactly_once it is cvp-stream-GROUP");
+            }
         }
         Ok(())
     }

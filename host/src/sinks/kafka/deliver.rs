@@ -86,6 +86,10 @@ struct SendState {
     /// not handed over stays undelivered, for the next start.
     abandoned: bool,
     shutdown: CancellationToken,
+    /// With exactly_once: records sent in the open transaction, and the
+    /// resume point its last commit carried.
+    in_transaction: usize,
+    committed_up_to: i64,
 }
 
 impl KafkaSink {
@@ -103,6 +107,8 @@ impl KafkaSink {
             dead_letter_topic: self.dead_letter_topic.clone(),
             abandoned: false,
             shutdown,
+            in_transaction: 0,
+            committed_up_to: 0,
         };
         // The configured topics' series exist from the start, at 0.
         let m = metrics::get();
@@ -120,10 +126,20 @@ impl KafkaSink {
         // the gauges and the checkpoint even when nothing follows them.
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let commit_every = self
+            .exactly_once
+            .as_ref()
+            .map_or(Duration::from_secs(3600), |e| e.commit_interval);
+        let mut commit_tick = tokio::time::interval(commit_every);
+        commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let transactional = self.exactly_once.is_some();
         let result: Result<()> = async {
             loop {
                 tokio::select! {
                     _ = tick.tick() => state.ledger.publish_progress(),
+                    _ = commit_tick.tick(), if transactional => {
+                        self.commit(&mut pending, &mut state).await?;
+                    }
                     Some(done) = pending.next(), if !pending.is_empty() => {
                         state.settle(done, pending.len());
                         self.redirect(&mut pending, &mut state).await;
@@ -142,11 +158,22 @@ impl KafkaSink {
                             tracing::warn!("shutting down while Kafka takes nothing (its queue is full): the events not handed over are sent after the next start, from the checkpoint");
                             return Ok(());
                         }
+                        if let Some(eos) = &self.exactly_once {
+                            if state.in_transaction >= eos.commit_records {
+                                self.commit(&mut pending, &mut state).await?;
+                            }
+                        }
                     }
                 }
             }
         }
         .await;
+        if transactional && result.is_err() {
+            // A transaction that could not be committed (it is aborted), or
+            // a stop: nothing more of it is claimed or committed.
+            super::transaction::abort(&self.producer).await;
+            return result.map(|()| DeliveryStats::default());
+        }
 
         // Drain what is in flight, bounded by the flush timeout.
         let drain = async {
@@ -155,18 +182,78 @@ impl KafkaSink {
                 self.redirect(&mut pending, &mut state).await;
             }
         };
-        if tokio::time::timeout(self.flush_timeout, drain)
+        let drained = tokio::time::timeout(self.flush_timeout, drain)
             .await
-            .is_err()
-        {
+            .is_ok();
+        if !drained {
             tracing::error!(
                 "Kafka did not acknowledge every record within sink.kafka.flush_timeout ({}); the checkpoint stops before them, so a restart sends them again",
                 humantime::format_duration(self.flush_timeout)
             );
         }
         publish_queue_depth(pending.len());
+        if transactional {
+            if drained {
+                self.commit(&mut pending, &mut state).await?;
+            } else {
+                // Committed, the records still in flight would be shown
+                // and then sent again from the older checkpoint.
+                super::transaction::abort(&self.producer).await;
+            }
+        }
         let stats = state.ledger.finish();
         result.map(|()| stats)
+    }
+
+    /// Exactly once: waits for every record of the open transaction, adds
+    /// the checkpoint they complete (keyed by the group, in the checkpoint
+    /// topic), commits, and opens the next transaction.
+    async fn commit(
+        &self,
+        pending: &mut FuturesUnordered<Pending>,
+        state: &mut SendState,
+    ) -> Result<()> {
+        let Some(eos) = &self.exactly_once else {
+            return Ok(());
+        };
+        while let Some(done) = pending.next().await {
+            state.settle(done, pending.len());
+            self.redirect(pending, state).await;
+        }
+        let checkpoint = state
+            .ledger
+            .checkpoint_now()
+            .filter(|cp| cp.delivered_up_to != state.committed_up_to);
+        if state.in_transaction == 0 && checkpoint.is_none() {
+            return Ok(());
+        }
+        if let Some(cp) = &checkpoint {
+            let body = serde_json::to_vec(cp)?;
+            // Partition 0, where the reader looks, however many the
+            // topic has.
+            let record = FutureRecord::to(&eos.checkpoint_topic)
+                .partition(0)
+                .key(eos.group.as_bytes())
+                .payload(&body);
+            let delivery = self
+                .producer
+                .send_result(record)
+                .map_err(|(e, _)| anyhow::anyhow!("cannot write the checkpoint record: {e}"))?;
+            match delivery.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => anyhow::bail!(
+                    "Kafka did not take the checkpoint record in {:?}: {e}",
+                    eos.checkpoint_topic
+                ),
+                Err(_) => anyhow::bail!("the producer closed before the checkpoint was written"),
+            }
+        }
+        super::transaction::commit(&self.producer).await?;
+        state.in_transaction = 0;
+        if let Some(cp) = checkpoint {
+            state.committed_up_to = cp.delivered_up_to;
+        }
+        Ok(())
     }
 
     /// One event's outcome: its records, or its failure per policy.
@@ -229,6 +316,7 @@ impl KafkaSink {
             }
             match self.producer.send_result(record) {
                 Ok(delivery) => {
+                    state.in_transaction += 1;
                     let origin = origin.to_owned();
                     let topic = r.topic.clone();
                     let sent = Instant::now();

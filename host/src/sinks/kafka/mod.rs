@@ -8,15 +8,20 @@
 //! the dead-letter topic. Progress is claimed, and checkpointed, only up to
 //! the first event with a record still in flight.
 //!
+//! With `exactly_once`, records and the checkpoint go in one transaction
+//! instead (`transaction.rs`).
+//!
 //! `config.rs` is the `sink.kafka` block, this file the producer and its
 //! health, `deliver.rs` the loop from deliveries to acknowledgements,
-//! `log.rs` librdkafka's own log lines.
+//! `transaction.rs` exactly once, `log.rs` librdkafka's own log lines.
 
 mod config;
 mod deliver;
 mod log;
+mod transaction;
 
-pub use config::KafkaConfig;
+pub use config::{ExactlyOnceConfig, KafkaConfig};
+pub use transaction::read_checkpoint;
 
 use crate::metrics;
 use anyhow::{anyhow, Result};
@@ -32,6 +37,7 @@ pub struct KafkaSink {
     flush_timeout: Duration,
     dead_letter_topic: Option<String>,
     topic: String,
+    exactly_once: Option<ExactlyOnceConfig>,
 }
 
 impl KafkaSink {
@@ -48,7 +54,18 @@ impl KafkaSink {
             flush_timeout: cfg.flush_timeout,
             dead_letter_topic: cfg.dead_letter_topic.clone(),
             topic: cfg.topic.clone(),
+            exactly_once: cfg.exactly_once.clone(),
         })
+    }
+
+    /// With `exactly_once`: the checkpoint topic made, the transactional
+    /// producer registered (fencing a former instance) and a transaction
+    /// open. Nothing otherwise.
+    pub async fn begin(&self, cfg: &KafkaConfig) -> Result<()> {
+        match &self.exactly_once {
+            Some(eos) => transaction::begin(cfg, eos, &self.producer).await,
+            None => Ok(()),
+        }
     }
 
     /// What `validate` checks: librdkafka accepts every property. The
@@ -86,6 +103,9 @@ fn client_config(cfg: &KafkaConfig) -> ClientConfig {
         .set("linger.ms", "1")
         .set("compression.type", "lz4")
         .set("client.id", "cvp-stream");
+    if let Some(eos) = &cfg.exactly_once {
+        cc.set("transactional.id", transaction::transactional_id(eos));
+    }
     for (k, v) in &cfg.properties {
         cc.set(k, &v.0);
     }
