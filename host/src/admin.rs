@@ -1,6 +1,6 @@
 //! The admin endpoint: `/metrics` for Prometheus, `/health` (the process
-//! answers) and `/ready` (connected to CVP, Kafka reachable, transforms
-//! loaded) for orchestrators' probes.
+//! answers and its CVP source is not stuck) and `/ready` (connected to CVP,
+//! Kafka reachable, transforms loaded) for orchestrators' probes.
 
 use crate::metrics;
 use anyhow::{anyhow, Result};
@@ -31,7 +31,7 @@ pub async fn serve(listen: SocketAddr, shutdown: CancellationToken) -> Result<()
     tracing::info!("serving /metrics, /health and /ready on http://{local}");
     let app = Router::new()
         .route("/metrics", get(metrics_text))
-        .route("/health", get(|| async { "ok\n" }))
+        .route("/health", get(health))
         .route("/ready", get(ready));
     tokio::spawn(async move {
         let served = axum::serve(listener, app)
@@ -54,6 +54,22 @@ async fn metrics_text() -> impl IntoResponse {
         )],
         metrics::get().encode(),
     )
+}
+
+/// A liveness probe: failing it gets the process restarted, so it fails
+/// only for what a restart mends (a source stuck waiting for CVP), not for
+/// an outage of CVP or the sink (`/ready` says those).
+async fn health() -> impl IntoResponse {
+    match metrics::get().cvp_stuck() {
+        None => (StatusCode::OK, "ok\n".to_string()),
+        Some(waited) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "unhealthy: the CVP source has waited {} for CVP without progress (source.cvp.stuck_after)\n",
+                humantime::format_duration(std::time::Duration::from_secs(waited.as_secs()))
+            ),
+        ),
+    }
 }
 
 async fn ready() -> impl IntoResponse {
