@@ -308,7 +308,8 @@ async fn sigkill_resends_at_most_one_checkpoint_interval() {
     let host = Host::run(&yaml, &[]);
     broker.consume(&host, "bound", before.len() + 1000);
     host.stop_cleanly();
-    let sent_before: std::collections::HashSet<(String, i64)> = before.iter().map(event_of).collect();
+    let sent_before: std::collections::HashSet<(String, i64)> =
+        before.iter().map(event_of).collect();
     let resent = broker.all("bound")[before.len()..]
         .iter()
         .filter(|r| sent_before.contains(&event_of(r)))

@@ -1,7 +1,8 @@
 //! The admin endpoint: `/metrics` for Prometheus, `/health` (the process
-//! answers) and `/ready` (connected to CVP, Kafka reachable, transforms
-//! loaded) for orchestrators' probes. Bounded against slow or many clients:
-//! a header timeout, a connection lifetime and a connection cap.
+//! answers and its CVP source is not stuck) and `/ready` (connected to CVP,
+//! Kafka reachable, transforms loaded) for orchestrators' probes. Bounded
+//! against slow or many clients: a header timeout, a connection lifetime
+//! and a connection cap.
 
 use crate::metrics;
 use anyhow::{anyhow, Result};
@@ -49,7 +50,7 @@ pub async fn serve(listen: SocketAddr, shutdown: CancellationToken) -> Result<()
     tracing::info!("serving /metrics, /health and /ready on http://{local}");
     let app = Router::new()
         .route("/metrics", get(metrics_text))
-        .route("/health", get(|| async { "ok\n" }))
+        .route("/health", get(health))
         .route("/ready", get(ready));
     // hyper's own connection loop rather than `axum::serve`, which has no
     // header timeout, lifetime or connection cap.
@@ -100,6 +101,22 @@ async fn metrics_text() -> impl IntoResponse {
         )],
         metrics::get().encode(),
     )
+}
+
+/// A liveness probe: failing it gets the process restarted, so it fails
+/// only for what a restart mends (a source stuck waiting for CVP), not for
+/// an outage of CVP or the sink (`/ready` says those).
+async fn health() -> impl IntoResponse {
+    match metrics::get().cvp_stuck() {
+        None => (StatusCode::OK, "ok\n".to_string()),
+        Some(waited) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "unhealthy: the CVP source has waited {} for CVP without progress (source.cvp.stuck_after)\n",
+                humantime::format_duration(std::time::Duration::from_secs(waited.as_secs()))
+            ),
+        ),
+    }
 }
 
 async fn ready() -> impl IntoResponse {

@@ -61,6 +61,13 @@ pub struct Metrics {
     /// The configured sink, whose `sink_up` /ready follows; none for the
     /// printing sink.
     sink: std::sync::OnceLock<&'static str>,
+    pub cvp_events_future_dated: Counter,
+    /// Since when (ns since the epoch) the CVP source has waited for CVP in
+    /// a step that should end soon; 0 when it is not (see `cvp_waiting`).
+    cvp_waiting_since: AtomicI64,
+    /// `source.cvp.stuck_after` in ns; 0 (no source running): never stuck.
+    cvp_stuck_after: AtomicI64,
+    pub cvp_events_too_large: Counter,
 }
 
 fn histogram_latency() -> Histogram {
@@ -199,6 +206,18 @@ impl Metrics {
                 ("wit_version", cvp_transform_engine::WIT_VERSION.to_string()),
             ])
             .set(1);
+        let cvp_events_future_dated = Counter::default();
+        registry.register(
+            "cvp_events_future_dated",
+            "Events dated beyond now plus source.cvp.future_tolerance: forwarded, but not allowed to move the resume point",
+            cvp_events_future_dated.clone(),
+        );
+        let cvp_events_too_large = Counter::default();
+        registry.register(
+            "cvp_events_too_large",
+            "Events over source.cvp.max_event_size (as sent, or merged with their updates): not forwarded; their key and head go to the dead-letter topic",
+            cvp_events_too_large.clone(),
+        );
 
         let checkpoint_write_failures = Counter::default();
         registry.register(
@@ -234,6 +253,10 @@ impl Metrics {
             checkpoint_failing: AtomicBool::new(false),
             checkpoint_write_failures,
             sink: std::sync::OnceLock::new(),
+            cvp_events_future_dated,
+            cvp_waiting_since: AtomicI64::new(0),
+            cvp_stuck_after: AtomicI64::new(0),
+            cvp_events_too_large,
         };
         m.set_stream_state(StreamState::disconnected);
         m
@@ -282,6 +305,37 @@ impl Metrics {
         self.checkpoint_failing.store(!ok, Ordering::Relaxed);
     }
 
+    /// The CVP source waits for CVP in a step that should end soon (a
+    /// subscription starting, an initial sync in progress): from now, or
+    /// from now again after progress.
+    pub fn cvp_waiting(&self) {
+        self.cvp_waiting_since
+            .store(unix_nanos().max(1), Ordering::Relaxed);
+    }
+
+    /// The source waits for nothing that has to come soon (it is live,
+    /// where silence is normal, backing off, or waiting for the sink).
+    pub fn cvp_not_waiting(&self) {
+        self.cvp_waiting_since.store(0, Ordering::Relaxed);
+    }
+
+    pub fn set_cvp_stuck_after(&self, bound: std::time::Duration) {
+        self.cvp_stuck_after.store(
+            i64::try_from(bound.as_nanos()).unwrap_or(i64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// How long the CVP source has been stuck, once past
+    /// `source.cvp.stuck_after` (`/health` fails then).
+    pub fn cvp_stuck(&self) -> Option<std::time::Duration> {
+        let since = self.cvp_waiting_since.load(Ordering::Relaxed);
+        let bound = self.cvp_stuck_after.load(Ordering::Relaxed);
+        let waited = unix_nanos().saturating_sub(since);
+        (since > 0 && bound > 0 && waited > bound)
+            .then(|| std::time::Duration::from_nanos(waited as u64))
+    }
+
     /// Why the service is not ready, or `None` when it is.
     pub fn not_ready(&self) -> Option<&'static str> {
         if !self.transforms_loaded.load(Ordering::Relaxed) {
@@ -328,6 +382,12 @@ impl Metrics {
 pub fn get() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
     METRICS.get_or_init(Metrics::new)
+}
+
+fn unix_nanos() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 /// A label set from pairs, for the `Family` look-ups above.
@@ -500,6 +560,18 @@ mod tests {
             .parse()
             .unwrap();
         assert!((10.0..20.0).contains(&lag), "{lag}");
+    }
+
+    #[test]
+    fn stuck_only_while_waiting_past_the_bound() {
+        let m = Metrics::new();
+        m.cvp_waiting();
+        assert_eq!(m.cvp_stuck(), None, "no bound set: never stuck");
+        m.set_cvp_stuck_after(std::time::Duration::from_nanos(1));
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        assert!(m.cvp_stuck().is_some());
+        m.cvp_not_waiting();
+        assert_eq!(m.cvp_stuck(), None);
     }
 
     /// The Grafana dashboard in deploy/ asks only for series this exports.

@@ -71,7 +71,7 @@ impl Pipeline {
     /// the stream), then drains every stage and flushes the sink.
     pub async fn run(self, shutdown: CancellationToken, once: bool) -> Result<DeliveryStats> {
         let Pipeline {
-            source,
+            mut source,
             mut transforms,
             sink,
             checkpoint,
@@ -79,6 +79,9 @@ impl Pipeline {
         } = self;
         let (events_tx, mut events_rx) = mpsc::channel::<Vec<SourceEvent>>(CHANNEL_BATCHES);
         let (out_tx, out_rx) = mpsc::channel::<Vec<Delivery>>(CHANNEL_BATCHES);
+        // Events too large to forward skip the transforms, for the sink's
+        // dead-letter path.
+        source.dead_letters_to(out_tx.clone());
 
         // Events are tracked from the source on, so those still in the
         // transform stage hold the checkpoint back too.

@@ -95,6 +95,13 @@ pub struct SimOptions {
     /// the simulator only sends (benchmarks measure the receiver, not the
     /// generator). Ignored with `wall_clock`, whose times must be fresh.
     pub prepare: bool,
+    /// Hostile: the first this many Subscribe calls never answer (no
+    /// response headers, no error, the connection kept open), as a CVP
+    /// whose handler is stuck. Later calls are served.
+    pub hang_subscribes: u64,
+    /// Hostile: Subscribe sends the current state and then nothing more,
+    /// ever (no INITIAL_SYNC_COMPLETE): an initial sync that stalls.
+    pub stall_initial_sync: bool,
 }
 
 impl Default for SimOptions {
@@ -111,6 +118,8 @@ impl Default for SimOptions {
             partial_updates: true,
             wall_clock: false,
             prepare: false,
+            hang_subscribes: 0,
+            stall_initial_sync: false,
         }
     }
 }
@@ -153,7 +162,10 @@ impl Simulator {
             let total = live.len();
             (Source::Script(live.into_iter()), total)
         };
-        let hub = Arc::new(Hub::new(inner, live_total));
+        let mut hub = Hub::new(inner, live_total);
+        hub.hang_subscribes = std::sync::atomic::AtomicU64::new(opts.hang_subscribes);
+        hub.stall_initial_sync = opts.stall_initial_sync;
+        let hub = Arc::new(hub);
         let counters = Arc::new(Counters::default());
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
 

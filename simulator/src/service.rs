@@ -250,6 +250,23 @@ impl EventService for Service {
         }
         Counters::inc(&self.counters.subscribes);
         info!(%peer, filters = req.partial_eq_filter.len(), "Subscribe");
+        let hang = self
+            .hub
+            .hang_subscribes
+            .fetch_update(
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+                |n| n.checked_sub(1),
+            )
+            .is_ok();
+        if hang {
+            // No response, so no headers: the client waits until it gives
+            // up (or the simulator stops).
+            info!(%peer, "Subscribe left unanswered (hang_subscribes)");
+            let mut shutdown = self.shutdown.clone();
+            let _ = shutdown.wait_for(|s| *s).await;
+            return Err(Status::unavailable("simulator shutting down"));
+        }
         let (tx, rx) = mpsc::channel(QUEUE);
         tokio::spawn(run_subscriber(
             self.hub.clone(),
@@ -327,6 +344,14 @@ async fn run_subscriber(
         if !send(&tx, items, &mut shutdown).await {
             return;
         }
+    }
+    if hub.stall_initial_sync {
+        // The stream stays open and says nothing more.
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => {}
+            _ = tx.closed() => {}
+        }
+        return;
     }
     let sync = EventStreamResponse {
         r#type: Operation::InitialSyncComplete as i32,

@@ -146,6 +146,10 @@ pub(crate) struct Hub {
     pub refusing: std::sync::atomic::AtomicBool,
     /// When the live feed started emitting.
     pub live_started: std::sync::OnceLock<std::time::Instant>,
+    /// Subscribe calls still to leave unanswered (`SimOptions::hang_subscribes`).
+    pub hang_subscribes: std::sync::atomic::AtomicU64,
+    /// `SimOptions::stall_initial_sync`.
+    pub stall_initial_sync: bool,
 }
 
 impl Hub {
@@ -161,6 +165,8 @@ impl Hub {
             reset: watch::channel(0).0,
             refusing: std::sync::atomic::AtomicBool::new(false),
             live_started: std::sync::OnceLock::new(),
+            hang_subscribes: std::sync::atomic::AtomicU64::new(0),
+            stall_initial_sync: false,
         }
     }
 

@@ -8,12 +8,20 @@
 //! restart forwards what changed after R. Event times need not arrive in
 //! order (a catch-up after a reconnect comes in CVP's state order), so R is
 //! bounded by the oldest event still in flight, not by arrival order.
+//!
+//! An event whose time cannot be trusted (dated in the future: a CVP or
+//! device clock gone wrong) is tracked without its time: it neither moves R
+//! forward when delivered nor holds it back while in flight. One event
+//! dated 2126 once moved R to 2126, and a restart then skipped everything.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Records not yet known: the event is still in the transform stage.
 const UNKNOWN: u32 = u32::MAX;
+
+/// The time of an event registered without one ([`Tracker::register_untimed`]).
+const NO_TIME: i64 = i64::MIN;
 
 #[derive(Default)]
 pub struct Tracker {
@@ -53,6 +61,12 @@ impl Tracker {
         self.pending
             .push_back((key.to_string(), event_time, UNKNOWN));
         seq
+    }
+
+    /// The source emitted an event whose time is not to be trusted: it is
+    /// waited for like any other, but its time is not the resume point's.
+    pub fn register_untimed(&mut self, key: &str) -> u64 {
+        self.register(key, NO_TIME)
     }
 
     fn slot(&mut self, seq: u64) -> Option<&mut (String, i64, u32)> {
@@ -103,6 +117,9 @@ impl Tracker {
         let mut done = self.done_max;
         let mut oldest_open = i64::MAX;
         for (_, t, left) in &self.pending {
+            if *t == NO_TIME {
+                continue;
+            }
             if *left == 0 {
                 done = done.max(*t);
             } else {
@@ -117,7 +134,7 @@ impl Tracker {
     pub fn delivered_beyond(&self, resume_point: i64) -> Vec<(String, i64)> {
         self.pending
             .iter()
-            .filter(|(_, t, left)| *left == 0 && *t > resume_point)
+            .filter(|(_, t, left)| *left == 0 && *t > resume_point && *t != NO_TIME)
             .map(|(k, t, _)| (k.clone(), *t))
             .collect()
     }
@@ -184,6 +201,28 @@ mod tests {
         assert_eq!(a.resume_point(), 1000);
         a.settle(e);
         assert_eq!(a.resume_point(), 2000);
+    }
+
+    /// A future-dated event (registered untimed) neither advances the
+    /// resume point once delivered nor holds it back while in flight.
+    #[test]
+    fn an_untimed_event_neither_advances_nor_holds_the_resume_point() {
+        let mut a = Tracker::default();
+        let e1 = begin(&mut a, 100, 1);
+        let future = a.register_untimed("f");
+        a.expect(future, 1);
+        let e2 = begin(&mut a, 200, 1);
+        a.settle(e1);
+        a.settle(e2);
+        assert_eq!(
+            a.resume_point(),
+            200,
+            "the open untimed event holds nothing"
+        );
+        a.settle(future);
+        assert_eq!(a.resume_point(), 200);
+        assert_eq!(a.in_flight(), 0);
+        assert!(a.delivered_beyond(0).is_empty());
     }
 
     #[test]

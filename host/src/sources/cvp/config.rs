@@ -1,7 +1,7 @@
 //! `source.cvp`: where CloudVision is, how to log in and trust it, which
 //! operations to forward, and CVP's own server-side filter.
 
-use crate::config::units::enabled;
+use crate::config::units::{de_size, enabled};
 use crate::event::Op;
 use crate::secret::Secret;
 use anyhow::{bail, Result};
@@ -35,6 +35,31 @@ pub struct CvpConfig {
     /// Longest wait between reconnect attempts.
     #[serde(default = "default_max_backoff", with = "humantime_serde")]
     pub max_backoff: Duration,
+    /// How far in the future an event may be dated (clock skew between
+    /// CVP, its devices and this host) and still move the resume point.
+    #[serde(default = "default_future_tolerance", with = "humantime_serde")]
+    pub future_tolerance: Duration,
+    /// How long the start of a subscription may take (connection, login,
+    /// CVP's answer to Subscribe) before it is abandoned and retried.
+    #[serde(default = "default_subscribe_timeout", with = "humantime_serde")]
+    pub subscribe_timeout: Duration,
+    /// `/health` fails once the source has waited this long for CVP
+    /// without progress (a subscription starting, or an initial sync that
+    /// stopped sending), so an orchestrator restarts it.
+    #[serde(default = "default_stuck_after", with = "humantime_serde")]
+    pub stuck_after: Duration,
+    /// Largest event taken (its protobuf size, merged with its updates);
+    /// a larger one goes to the dead-letter topic with its key only.
+    #[serde(default = "default_max_event_size", deserialize_with = "de_size")]
+    pub max_event_size: u64,
+    /// Largest gRPC message read at all: above it CVP's stream fails (the
+    /// message cannot even be read for its key) and is retried.
+    #[serde(default = "default_max_message_size", deserialize_with = "de_size")]
+    pub max_message_size: u64,
+    /// How many bytes of events the merge cache holds, besides `cache_size`
+    /// entries (whichever bound is reached first evicts).
+    #[serde(default = "default_cache_max_bytes", deserialize_with = "de_size")]
+    pub cache_max_bytes: u64,
 }
 
 impl CvpConfig {
@@ -52,6 +77,12 @@ impl CvpConfig {
             cache_size: default_cache_size(),
             connect_timeout: default_connect_timeout(),
             max_backoff: default_max_backoff(),
+            future_tolerance: default_future_tolerance(),
+            subscribe_timeout: default_subscribe_timeout(),
+            stuck_after: default_stuck_after(),
+            max_event_size: default_max_event_size(),
+            max_message_size: default_max_message_size(),
+            cache_max_bytes: default_cache_max_bytes(),
         }
     }
 
@@ -80,6 +111,26 @@ impl CvpConfig {
         }
         if self.cache_size == 0 {
             bail!("source.cvp.cache_size must be at least 1");
+        }
+        if self.subscribe_timeout.is_zero() || self.stuck_after.is_zero() {
+            bail!("source.cvp.subscribe_timeout and stuck_after must be more than 0");
+        }
+        if self.max_event_size == 0 || self.max_event_size > self.max_message_size {
+            bail!(
+                "source.cvp.max_event_size ({}) must be more than 0 and at most max_message_size ({})",
+                self.max_event_size,
+                self.max_message_size
+            );
+        }
+        if self.max_message_size > u64::from(u32::MAX) {
+            bail!("source.cvp.max_message_size must be under 4GiB (gRPC's limit)");
+        }
+        if self.cache_max_bytes < self.max_event_size {
+            bail!(
+                "source.cvp.cache_max_bytes ({}) must be at least max_event_size ({}): the largest event must fit",
+                self.cache_max_bytes,
+                self.max_event_size
+            );
         }
         self.check_cleartext_credentials()
     }
@@ -200,6 +251,30 @@ fn default_connect_timeout() -> Duration {
 }
 fn default_max_backoff() -> Duration {
     Duration::from_secs(30)
+}
+fn default_future_tolerance() -> Duration {
+    // NTP keeps clocks within milliseconds; a minute covers a badly kept
+    // device and costs, at worst, a minute of resume point.
+    Duration::from_secs(60)
+}
+fn default_subscribe_timeout() -> Duration {
+    // CVP answers Subscribe at once (its state follows the headers).
+    Duration::from_secs(30)
+}
+fn default_stuck_after() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_max_event_size() -> u64 {
+    // Events are a few KiB; Kafka's default record limit is 1 MB, and the
+    // JSON value is larger than the protobuf.
+    1 << 20
+}
+fn default_max_message_size() -> u64 {
+    64 << 20
+}
+fn default_cache_max_bytes() -> u64 {
+    // 10,000 typical events take a few MiB; this bound is for big ones.
+    64 << 20
 }
 
 #[cfg(test)]

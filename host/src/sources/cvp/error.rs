@@ -11,6 +11,15 @@ pub enum SessionError {
     /// The REST login (username/password) failed; the text says why.
     #[error("{0}")]
     Login(String),
+    /// Connecting, logging in and CVP's answer to Subscribe took too long.
+    #[error("CVP at {authority} did not answer Subscribe within {} (source.cvp.subscribe_timeout)", humantime::format_duration(*.after))]
+    SubscribeTimeout {
+        authority: String,
+        after: std::time::Duration,
+    },
+    /// A message over gRPC's limit: it cannot be read, not even its key.
+    #[error("CVP sent a message too large to read ({0}); raise source.cvp.max_message_size to read its key and dead-letter it")]
+    MessageTooLarge(String),
     #[error("the CVP token has characters not allowed in a header")]
     TokenNotAHeader,
     /// CVP answered the call, or ended the stream, with a gRPC status.

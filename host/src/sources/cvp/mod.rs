@@ -4,12 +4,14 @@
 //!
 //! Reading order: `config.rs` (what the user sets), `connect.rs` and
 //! `auth.rs` + `tls.rs` (reaching CVP), `session.rs` (one subscription, from
-//! its initial state to its end), `cache.rs` (partial diffs merged into whole
-//! events), `resume.rs` (what changed while away), `filter.rs` (CVP's own
-//! server-side filter).
+//! its initial state to its end), `codec.rs` (reading the stream, and only
+//! the head of a message too large), `cache.rs` (partial diffs merged into
+//! whole events, within bounds), `resume.rs` (what changed while away),
+//! `filter.rs` (CVP's own server-side filter).
 
 mod auth;
 mod cache;
+mod codec;
 pub mod config;
 mod connect;
 mod error;
@@ -22,7 +24,7 @@ pub use cache::EventCache;
 pub use config::CvpConfig;
 pub use resume::Resume;
 
-use crate::delivery::SharedTracker;
+use crate::delivery::{Delivery, SharedTracker};
 use crate::event::{Op, SourceEvent};
 use crate::metrics::{self, StreamState};
 use crate::progress;
@@ -51,6 +53,24 @@ pub struct CvpSource {
     /// Everything up to this time counts as delivered (the checkpoint or
     /// the start of a backfill window).
     floor: i64,
+    /// Events dated later than now plus this are forwarded but do not move
+    /// the resume point (ns).
+    future_tolerance: i64,
+    /// When a future-dated event was last logged at warning level: a device
+    /// with a broken clock must not flood the log.
+    future_warned: Option<Instant>,
+    subscribe_timeout: Duration,
+    stuck_after: Duration,
+    /// Between Subscribe's answer and INITIAL_SYNC_COMPLETE.
+    syncing: bool,
+    /// This initial sync is compared with the cache for deletions.
+    compare_sync: bool,
+    max_event_size: usize,
+    max_message_size: usize,
+    too_large_warned: Option<Instant>,
+    /// Where events too large to forward go, as failures for the sink's
+    /// dead-letter path; `None`: logged and counted only.
+    dead_letters: Option<mpsc::Sender<Vec<Delivery>>>,
 }
 
 /// The operations the config forwards.
@@ -104,26 +124,51 @@ impl CvpSource {
                 updated: has(Op::Updated),
                 deleted: has(Op::Deleted),
             },
-            cache: EventCache::new(cfg.cache_size),
+            cache: EventCache::bounded(
+                cfg.cache_size,
+                usize::try_from(cfg.cache_max_bytes).unwrap_or(usize::MAX),
+                usize::try_from(cfg.max_event_size).unwrap_or(usize::MAX),
+            ),
             batch_size,
             connect_timeout: cfg.connect_timeout,
             max_backoff: cfg.max_backoff,
             received: ReceivedCounts::default(),
             resume: Resume::default(),
             floor: 0,
+            future_tolerance: i64::try_from(cfg.future_tolerance.as_nanos()).unwrap_or(i64::MAX),
+            future_warned: None,
+            subscribe_timeout: cfg.subscribe_timeout,
+            stuck_after: cfg.stuck_after,
+            syncing: false,
+            compare_sync: false,
+            max_event_size: usize::try_from(cfg.max_event_size).unwrap_or(usize::MAX),
+            max_message_size: usize::try_from(cfg.max_message_size).unwrap_or(usize::MAX),
+            too_large_warned: None,
+            dead_letters: None,
         })
     }
 
+    /// Events too large to forward go to `sink` as failures whose policy
+    /// is `dead_letter` (the sink's dead-letter path), with their key.
+    pub fn dead_letters_to(&mut self, sink: mpsc::Sender<Vec<Delivery>>) {
+        self.dead_letters = Some(sink);
+    }
+
     /// Where to resume from (see [`Resume`]).
-    pub fn resume_from(&mut self, resume: Resume) {
+    pub fn resume_from(&mut self, mut resume: Resume) {
+        let now = now_nanos();
+        if let Some(after) = resume.after.filter(|a| *a > self.horizon(now)) {
+            // Written by a version that let a future-dated event move it:
+            // the true point is lost. From now on is the best left.
+            tracing::error!(
+                "the checkpoint says delivered up to {}, which is in the future (a future-dated event moved it); resuming from now: events that changed while cvp-stream was down are not forwarded",
+                utc(after)
+            );
+            resume.after = Some(now);
+        }
         self.floor = resume.after.unwrap_or(0);
         if let Some(after) = resume.after {
-            tracing::info!(
-                "forwarding events that changed after {}",
-                humantime::format_rfc3339_millis(
-                    std::time::UNIX_EPOCH + Duration::from_nanos(after.max(0) as u64)
-                )
-            );
+            tracing::info!("forwarding events that changed after {}", utc(after));
         }
         self.resume = resume;
     }
@@ -140,6 +185,7 @@ impl CvpSource {
         tracker: SharedTracker,
     ) -> Result<()> {
         tracker.lock().set_floor(self.floor);
+        metrics::get().set_cvp_stuck_after(self.stuck_after);
         let min_backoff = Duration::from_millis(500);
         let mut backoff = min_backoff;
         let mut first = true;
@@ -154,6 +200,8 @@ impl CvpSource {
                 _ = shutdown.cancelled() => Ok(SessionEnd::Shutdown),
             };
             metrics::get().set_stream_state(StreamState::disconnected);
+            metrics::get().cvp_not_waiting();
+            self.syncing = false;
             progress::finish();
             let wait = match result {
                 Ok(SessionEnd::Shutdown) => return Ok(()),
@@ -199,6 +247,28 @@ impl CvpSource {
             }
         }
     }
+}
+
+impl CvpSource {
+    /// The latest event time (ns) that may move the resume point.
+    fn horizon(&self, now: i64) -> i64 {
+        now.saturating_add(self.future_tolerance)
+    }
+}
+
+/// Nanoseconds since the Unix epoch.
+fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// An event time (ns), readable.
+fn utc(nanos: i64) -> String {
+    humantime::format_rfc3339_millis(
+        std::time::UNIX_EPOCH + Duration::from_nanos(nanos.max(0) as u64),
+    )
+    .to_string()
 }
 
 /// ±20% so that many hosts restarted together do not reconnect in step.

@@ -3,7 +3,6 @@
 //! every connection it sends the current state as INITIAL, not the changes
 //! that led to it, so the source compares that state with what it saw.
 
-use super::cache::EventId;
 use crate::delivery::checkpoint::Checkpoint;
 use crate::event::SourceEvent;
 use std::collections::HashSet;
@@ -19,9 +18,6 @@ pub struct Resume {
     pub(super) skip: HashSet<(String, i64)>,
     /// The newest event time seen; becomes `after` at each sync.
     pub(super) newest: i64,
-    /// Events seen in the current initial sync, to find those deleted while
-    /// away. `None` when there is nothing cached to compare with.
-    pub(super) seen: Option<HashSet<EventId>>,
 }
 
 impl Resume {
