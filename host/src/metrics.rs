@@ -58,6 +58,11 @@ pub struct Metrics {
     /// The configured sink, whose `sink_up` /ready follows; none for the
     /// printing sink.
     sink: std::sync::OnceLock<&'static str>,
+    /// Guest log lines beyond a transform's allowance, not written.
+    pub transform_log_lines_suppressed: Family<Labels, Counter>,
+    /// Bytes of records the transform stage has handed on and the sink
+    /// has not yet taken over (`pipeline.max_pending_bytes` bounds it).
+    pub pipeline_pending_bytes: Gauge,
 }
 
 fn histogram_latency() -> Histogram {
@@ -196,6 +201,18 @@ impl Metrics {
                 ("wit_version", cvp_transform_engine::WIT_VERSION.to_string()),
             ])
             .set(1);
+        let transform_log_lines_suppressed = Family::<Labels, Counter>::default();
+        registry.register(
+            "transform_log_lines_suppressed",
+            "Guest log lines not written: beyond the transform's limits.log_lines_per_second",
+            transform_log_lines_suppressed.clone(),
+        );
+        let pipeline_pending_bytes = Gauge::default();
+        registry.register(
+            "pipeline_pending_bytes",
+            "Bytes of records between the transform stage and the sink (bounded by pipeline.max_pending_bytes)",
+            pipeline_pending_bytes.clone(),
+        );
 
         let m = Metrics {
             registry,
@@ -222,6 +239,8 @@ impl Metrics {
             transforms_loaded: AtomicBool::new(false),
             cvp_live: AtomicBool::new(false),
             sink: std::sync::OnceLock::new(),
+            transform_log_lines_suppressed,
+            pipeline_pending_bytes,
         };
         m.set_stream_state(StreamState::disconnected);
         m
