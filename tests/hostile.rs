@@ -67,7 +67,8 @@ fn outcomes(deliveries: Vec<Delivery>) -> Vec<Result<usize, (&'static str, Strin
 
 /// Item 1: a value larger than `limits.bytes_per_event`, or more records
 /// than `limits.records_per_event`, costs its event (reason `output`),
-/// never the host's memory; the other events pass.
+/// never the host's memory; the other events pass. A call's output past
+/// `limits.bytes_per_batch` is handed on in parts.
 #[test]
 fn a_call_returning_too_much_costs_only_its_event() {
     let evs = events(10, |i| i == 3 || i == 7);
@@ -95,20 +96,17 @@ fn a_call_returning_too_much_costs_only_its_event() {
     );
     assert_eq!(got.iter().filter(|o| **o == Ok(1)).count(), 8, "{got:?}");
 
-    // Every event 3 MiB, within the event limit: the call's 16 MiB holds
-    // five, and the events after them fail.
+    // Every event 3 MiB, within the event limit: a call's 16 MiB holds
+    // five, which go to the sink first; the others go on in the next call
+    // (nothing fails for being in a large batch).
     let evs = events(8, |_| true);
-    let got = outcomes(stage(misbehave("big", &[("size", "3145728")])).deliveries(&evs));
-    assert_eq!(got[..5], [Ok(1), Ok(1), Ok(1), Ok(1), Ok(1)], "{got:?}");
-    for o in &got[5..] {
-        assert_eq!(
-            *o,
-            Err((
-                "output",
-                "returned more than 16 MiB in one call (limits.bytes_per_batch)".into()
-            ))
-        );
-    }
+    let mut handed = Vec::new();
+    stage(misbehave("big", &[("size", "3145728")])).deliveries_each(&evs, |d| {
+        handed.push(outcomes(d));
+    });
+    assert_eq!(handed.len(), 2, "{handed:?}");
+    assert_eq!(handed[0], [Ok(1), Ok(1), Ok(1), Ok(1), Ok(1)]);
+    assert_eq!(handed[1], [Ok(1), Ok(1), Ok(1)]);
 }
 
 /// Item 5: with one event in six looping, each looping event costs one
@@ -116,27 +114,27 @@ fn a_call_returning_too_much_costs_only_its_event() {
 /// per timeout; trying it twice halved that.
 #[test]
 fn one_looping_event_in_six_keeps_the_healthy_ones_flowing() {
-    let timeout = Duration::from_millis(50);
+    let timeout = Duration::from_millis(200);
     let mut t = misbehave("spin", &[]);
     t.limits.timeout = timeout;
     let mut stage = stage(t);
-    let evs = events(120, |i| i % 6 == 5);
+    let evs = events(60, |i| i % 6 == 5);
     let started = Instant::now();
     let got = outcomes(stage.deliveries(&evs));
     let elapsed = started.elapsed();
     let healthy = got.iter().filter(|o| **o == Ok(1)).count();
-    assert_eq!(healthy, 100, "{got:?}");
+    assert_eq!(healthy, 50, "{got:?}");
     for o in got.iter().skip(5).step_by(6) {
-        assert_eq!(*o, Err(("timeout", "timed out after 50ms".into())));
+        assert_eq!(*o, Err(("timeout", "timed out after 200ms".into())));
     }
-    // The floor: the batch's own call and each of the 20 looping events
-    // one timeout each, 21 timeouts, ~95 healthy events a second. Trying
-    // each twice made it 41 (~49 a second).
+    // The floor: the batch's own call and each of the 10 looping events
+    // one timeout each, 11 timeouts (2.2 s), ~23 healthy events a second.
+    // Trying each twice made it 21 timeouts (4.2 s, ~12 a second).
     let rate = healthy as f64 / elapsed.as_secs_f64();
-    let floor = 100.0 / (21.0 * timeout.as_secs_f64());
+    let floor = 50.0 / (11.0 * timeout.as_secs_f64());
     assert!(
         rate >= 0.7 * floor,
-        "{rate:.0} healthy events/s in {elapsed:?}; one timeout per looping event allows {floor:.0}"
+        "{rate:.1} healthy events/s in {elapsed:?}; one timeout per looping event allows {floor:.1}"
     );
 }
 

@@ -305,18 +305,22 @@ impl Stage {
             inputs.push(Input { event, record });
         }
 
-        let results = self.call(&inputs, &owners, observer);
+        let (results, why) = self.call(&inputs, &owners, observer);
         self.report_suppressed_logs(observer);
-        // The retry budget ran out at this event: it and every later one
-        // wait for the next round, whole (their records here are dropped).
+        // This event and every later one wait for the next round, whole
+        // (their records here are dropped).
         let cut = results.iter().position(Option::is_none).map(|k| owners[k]);
         if let Some(cut) = cut {
-            tracing::warn!(
+            tracing::debug!(
                 transform = &*self.loaded.name,
-                "transform {}: retrying a faulted batch took its whole retry budget ({}); {} events wait for the next call",
+                "transform {}: {}; {} events wait for the next call",
                 self.loaded.name,
-                humantime::format_duration(self.loaded.limits().retry_budget),
-                owners.iter().filter(|&&o| o >= cut).collect::<std::collections::BTreeSet<_>>().len()
+                why.unwrap_or_default(),
+                owners
+                    .iter()
+                    .filter(|&&o| o >= cut)
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .len()
             );
             for &o in owners.iter().filter(|&&o| o >= cut) {
                 deferred[o] = true;
@@ -409,20 +413,34 @@ impl Stage {
     }
 
     /// Calls the transform on a batch; on a fault, rebuilds the instance and
-    /// retries the inputs one by one so that only the culprit fails, until
-    /// the retry budget is spent: the inputs not reached then are `None`
-    /// (never part of an event: `owners` says whose each input is).
+    /// retries the inputs one by one so that only the culprit fails. The
+    /// inputs from the event at which the call's output reached the batch
+    /// limits, or the retries their budget, are `None`: they wait for the
+    /// next round (`owners` says whose each input is, and whole events
+    /// wait). Also says why some wait.
     fn call(
         &mut self,
         inputs: &[Input],
         owners: &[usize],
         observer: &dyn ChainObserver,
-    ) -> Vec<Option<Result<Vec<KafkaRecord>, CallError>>> {
+    ) -> (Vec<Option<Answer>>, Option<String>) {
+        let limits = self.loaded.limits().clone();
+        let mut spent = Spent::default();
         if let [input] = inputs {
-            return vec![Some(self.call_one(input, observer))];
+            return (vec![Some(self.call_one(input, observer))], None);
         }
         let fault = match self.call_once(inputs, observer) {
-            Ok(outputs) => return outputs.into_iter().map(|o| Some(answer(o))).collect(),
+            Ok(outputs) => {
+                let mut results = Vec::with_capacity(inputs.len());
+                for (k, o) in outputs.into_iter().enumerate() {
+                    let answer = answer(o);
+                    if !spent.add(&answer, &limits) && owners[k] != owners[0] {
+                        return (cut(results, inputs.len(), owners), Some(spent.why(&limits)));
+                    }
+                    results.push(Some(answer));
+                }
+                return (results, None);
+            }
             Err(fault) => fault,
         };
         tracing::warn!(
@@ -430,19 +448,26 @@ impl Stage {
             "transform {fault} on a batch of {}; retrying its events one by one",
             inputs.len()
         );
-        let until = Instant::now() + self.loaded.limits().retry_budget;
+        let until = Instant::now() + limits.retry_budget;
         let mut results = Vec::with_capacity(inputs.len());
         for (k, input) in inputs.iter().enumerate() {
             // Stop only between events, and after one: every round settles
             // something.
             let new_event = k > 0 && owners[k] != owners[k - 1];
             if new_event && Instant::now() >= until {
-                results.resize_with(inputs.len(), || None);
-                break;
+                let why = format!(
+                    "retrying a faulted batch took its whole limits.retry_budget ({})",
+                    humantime::format_duration(limits.retry_budget)
+                );
+                return (cut(results, inputs.len(), owners), Some(why));
             }
-            results.push(Some(self.call_one(input, observer)));
+            let answer = self.call_one(input, observer);
+            if !spent.add(&answer, &limits) && owners[k] != owners[0] {
+                return (cut(results, inputs.len(), owners), Some(spent.why(&limits)));
+            }
+            results.push(Some(answer));
         }
-        results
+        (results, None)
     }
 
     /// One input alone, tried once. The exception is running out of memory
@@ -495,6 +520,49 @@ impl Stage {
     }
 }
 
+/// One input's records, or why it failed.
+type Answer = Result<Vec<KafkaRecord>, CallError>;
+
+/// `results` for the inputs before the event of input `results.len()`,
+/// and `None` from that event on.
+fn cut(mut results: Vec<Option<Answer>>, len: usize, owners: &[usize]) -> Vec<Option<Answer>> {
+    let at = results.len();
+    let start = owners[..at]
+        .iter()
+        .rposition(|&o| o != owners[at])
+        .map_or(0, |p| p + 1);
+    results.truncate(start);
+    results.resize_with(len, || None);
+    results
+}
+
+/// What one call's answers have added up to, against the batch limits.
+#[derive(Default)]
+struct Spent {
+    records: u64,
+    bytes: u64,
+}
+
+impl Spent {
+    /// Counts `answer`; `false` once the call is past a limit. (The first
+    /// event of a call always goes, so every call settles one.)
+    fn add(&mut self, answer: &Answer, limits: &crate::spec::Limits) -> bool {
+        if let Ok(records) = answer {
+            self.records += records.len() as u64;
+            self.bytes += records.iter().map(crate::output::record_bytes).sum::<u64>();
+        }
+        self.records <= limits.output.records_per_batch
+            && self.bytes <= limits.output.bytes_per_batch
+    }
+
+    fn why(&self, limits: &crate::spec::Limits) -> String {
+        format!(
+            "a call's output reached limits.records_per_batch ({}) or bytes_per_batch ({} bytes)",
+            limits.output.records_per_batch, limits.output.bytes_per_batch
+        )
+    }
+}
+
 /// Why one input failed: the failure metrics' reason label, and the message.
 struct CallError {
     reason: &'static str,
@@ -503,7 +571,7 @@ struct CallError {
 
 /// One input's answer: its records, the error the guest returned, or the
 /// limit its output broke.
-fn answer(o: Result<Output, String>) -> Result<Vec<KafkaRecord>, CallError> {
+fn answer(o: Result<Output, String>) -> Answer {
     match o {
         Ok(Output::Records(r)) => Ok(r),
         Ok(Output::Error(e)) => Err(CallError {

@@ -4,10 +4,11 @@
 //! which the runtime sets to twice `bytes_per_batch`: without it the
 //! canonical ABI lets a guest point a hundred thousand records at the same
 //! megabyte, and a 128 MiB guest hands the host gigabytes. What was copied
-//! is then counted per event and per call.
+//! is then counted per event here, and per call by the chain.
 //!
-//! An event whose output breaks a limit fails alone (reason `output`);
-//! the other events of the call keep theirs.
+//! An event whose output breaks a per-event limit fails alone (reason
+//! `output`); the other events of the call keep theirs. Past the per-call
+//! limits the remaining events are not failed: they go on in the next call.
 
 use crate::bindings::{Header, KafkaRecord, Output};
 use crate::spec::OutputLimits;
@@ -19,13 +20,10 @@ const HEADER_COST: u64 = std::mem::size_of::<Header>() as u64;
 /// The longest guest error message kept (a guest may return megabytes).
 pub const MAX_MESSAGE: usize = 1024;
 
-/// Holds `outputs` (one per input) to `limits`: per input, its output or
-/// why it was refused. The batch limits are spent in order: an event whose
-/// output would pass them fails, and later events that still fit go
-/// through.
+/// Holds each of `outputs` (one per input) to the per-event limits: per
+/// input, its output or why it was refused. (The batch limits are the
+/// chain's: past them events wait for the next call rather than fail.)
 pub(crate) fn check(outputs: Vec<Output>, limits: &OutputLimits) -> Vec<Result<Output, String>> {
-    let mut batch_records = 0u64;
-    let mut batch_bytes = 0u64;
     outputs
         .into_iter()
         .map(|o| {
@@ -40,12 +38,6 @@ pub(crate) fn check(outputs: Vec<Output>, limits: &OutputLimits) -> Vec<Result<O
                     limits.records_per_event
                 ));
             }
-            if batch_records + n > limits.records_per_batch {
-                return Err(format!(
-                    "returned more than {} records in one call (limits.records_per_batch)",
-                    limits.records_per_batch
-                ));
-            }
             let bytes: u64 = records.iter().map(record_bytes).sum();
             if bytes > limits.bytes_per_event {
                 return Err(format!(
@@ -53,14 +45,6 @@ pub(crate) fn check(outputs: Vec<Output>, limits: &OutputLimits) -> Vec<Result<O
                     size(limits.bytes_per_event)
                 ));
             }
-            if batch_bytes + bytes > limits.bytes_per_batch {
-                return Err(format!(
-                    "returned more than {} in one call (limits.bytes_per_batch)",
-                    size(limits.bytes_per_batch)
-                ));
-            }
-            batch_records += n;
-            batch_bytes += bytes;
             Ok(Output::Records(records))
         })
         .collect()

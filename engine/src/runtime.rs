@@ -57,8 +57,17 @@ impl Runtime {
         std::thread::Builder::new()
             .name("wasm-epoch".into())
             .spawn(move || {
+                // Ticks follow the clock, not the sleeps: on a busy machine
+                // a 5 ms sleep lasts longer, and counting sleeps made a
+                // 200 ms deadline last 330 ms.
+                let start = Instant::now();
+                let mut ticked = 0u128;
                 while let Some(engine) = weak.upgrade() {
-                    engine.increment_epoch();
+                    let due = start.elapsed().as_nanos() / EPOCH_TICK.as_nanos();
+                    while ticked < due {
+                        engine.increment_epoch();
+                        ticked += 1;
+                    }
                     drop(engine);
                     std::thread::sleep(EPOCH_TICK);
                 }

@@ -72,7 +72,8 @@ pub struct Limits {
 
 /// Bounds on a call's output. Bytes are those of topics, keys, values and
 /// headers plus what the host spends to hold each record and header, so
-/// they measure host memory.
+/// they measure host memory. An event past a per-event bound fails; the
+/// events of a call past a per-batch bound go on in the next call.
 #[derive(Debug, Clone, Copy)]
 pub struct OutputLimits {
     pub records_per_event: u64,

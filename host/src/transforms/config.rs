@@ -86,8 +86,8 @@ impl TransformConfig {
         if l.memory < (1 << 20) {
             bail!("transforms[{name}].limits.memory is below 1MiB");
         }
-        if l.records_per_event == 0 || l.records_per_batch == 0 {
-            bail!("transforms[{name}].limits.records_per_event and records_per_batch must be at least 1");
+        if l.records_per_event == 0 || l.records_per_batch < l.records_per_event {
+            bail!("transforms[{name}].limits.records_per_event must be at least 1 and records_per_batch at least records_per_event");
         }
         if l.bytes_per_event < 1024 || l.bytes_per_batch < l.bytes_per_event {
             bail!("transforms[{name}].limits.bytes_per_event must be at least 1KiB and bytes_per_batch at least bytes_per_event");
@@ -135,7 +135,8 @@ pub struct LimitsConfig {
     #[serde(default = "default_bytes_per_event", deserialize_with = "de_size")]
     pub bytes_per_event: u64,
     /// The same for all the events of one call (a batch); the events that
-    /// would pass it fail.
+    /// would pass it go on in the next call, after the others reach the
+    /// sink.
     #[serde(default = "default_records_per_batch")]
     pub records_per_batch: u64,
     #[serde(default = "default_bytes_per_batch", deserialize_with = "de_size")]
