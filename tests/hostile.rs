@@ -96,6 +96,18 @@ fn a_call_returning_too_much_costs_only_its_event() {
     );
     assert_eq!(got.iter().filter(|o| **o == Ok(1)).count(), 8, "{got:?}");
 
+    // The 400,000: more than wasmtime may copy out of the guest in
+    // one call (twice bytes_per_batch), so it is never copied at all.
+    let got = outcomes(stage(misbehave("fanout", &[("count", "400000")])).deliveries(&evs));
+    assert_eq!(
+        got[3],
+        Err((
+            "output",
+            "handed the host more than 32 MiB at once (twice limits.bytes_per_batch)".into()
+        ))
+    );
+    assert_eq!(got.iter().filter(|o| **o == Ok(1)).count(), 8, "{got:?}");
+
     // Every event 3 MiB, within the event limit: a call's 16 MiB holds
     // five, which go to the sink first; the others go on in the next call
     // (nothing fails for being in a large batch).
