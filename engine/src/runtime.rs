@@ -411,8 +411,13 @@ impl wasmtime::ResourceLimiter for GuestState {
         &mut self,
         current: usize,
         desired: usize,
-        _max: Option<usize>,
+        max: Option<usize>,
     ) -> wasmtime::Result<bool> {
+        // Past the memory's own maximum the growth fails anyway: do not
+        // count it.
+        if max.is_some_and(|m| desired > m) {
+            return Ok(false);
+        }
         let total = (self.memory_total - current.min(self.memory_total)).saturating_add(desired);
         if total > self.memory_cap {
             // Refuse the growth (the guest sees an allocation failure and
@@ -428,8 +433,11 @@ impl wasmtime::ResourceLimiter for GuestState {
         &mut self,
         current: usize,
         desired: usize,
-        _max: Option<usize>,
+        max: Option<usize>,
     ) -> wasmtime::Result<bool> {
+        if max.is_some_and(|m| desired > m) {
+            return Ok(false);
+        }
         let total = (self.table_total - current.min(self.table_total)).saturating_add(desired);
         if total > MAX_TABLE_ELEMENTS {
             return Ok(false);
