@@ -87,8 +87,11 @@ impl Default for OutputLimits {
         OutputLimits {
             records_per_event: 1000,
             bytes_per_event: 4 << 20,
-            records_per_batch: 20_000,
-            bytes_per_batch: 16 << 20,
+            records_per_batch: 10_000,
+            // With wasmtime's copy bound at twice this, a hostile transform
+            // costs the host about 16 MiB beyond its own memory
+            // (BENCHMARKS.md, the memory budget).
+            bytes_per_batch: 8 << 20,
         }
     }
 }

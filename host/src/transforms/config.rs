@@ -227,7 +227,8 @@ impl Default for PipelineConfig {
 }
 
 fn default_max_pending_bytes() -> u64 {
-    16 << 20
+    // As much as the Kafka sink's queue (max_queue_size) holds.
+    8 << 20
 }
 
 fn default_batch_size() -> usize {
