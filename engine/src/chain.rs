@@ -200,7 +200,10 @@ impl Chain {
     /// settled, `(index in batch, outcome)`, a round at a time: when faults
     /// spend a transform's retry budget, the events settled so far are
     /// handed over before the others are tried again. An event's records
-    /// come in one round; the events of a key keep their order.
+    /// come in one round; the events of a key keep their order. An event
+    /// that waits goes down the whole chain again in the next round, so the
+    /// transforms before the one that held it back see it twice (as after
+    /// a restart: delivery is at least once).
     pub fn process_each<E: ChainEvent>(
         &mut self,
         batch: &[E],
