@@ -7,9 +7,16 @@
 //!
 //! Where: `$CVP_STREAM_CACHE_DIR`, else `$CACHE_DIRECTORY` (systemd's
 //! `CacheDirectory=`), else `$XDG_CACHE_HOME/cvp-stream`, else
-//! `~/.cache/cvp-stream`; `CVP_STREAM_CACHE_DIR=off` turns it off. The
-//! directory must be writable by the service alone: wasmtime runs what it
-//! finds there as trusted machine code.
+//! `~/.cache/cvp-stream`; `CVP_STREAM_CACHE_DIR=off` turns it off.
+//!
+//! Trusted only when it can be: wasmtime runs what it finds there as
+//! machine code. The directory is made private (0700) and is used only
+//! while it belongs to the service's user and no one else may write to it;
+//! an entry only if it is a regular file of that user that no one else may
+//! write, and it starts with the SHA-256 of the component it was compiled
+//! from and of the code that follows, both checked on every load (a
+//! `.cwasm` copied over another's name, or truncated, is refused). Anything
+//! else is compiled afresh and the log says why.
 //!
 //! Bounded: every component version leaves an entry (a developer rebuilding
 //! a transform all afternoon left 310 MB), so after each write the oldest
@@ -19,6 +26,8 @@
 
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use wasmtime::component::Component;
 use wasmtime::Engine;
@@ -31,6 +40,10 @@ pub struct CompileCache {
 /// The default bound on the cache directory: a few dozen components of
 /// the 12-18 MB kind (their machine code is about as large).
 const DEFAULT_MAX_MB: u64 = 256;
+
+/// What every entry starts with, then the two digests, then the code.
+const MAGIC: &[u8; 8] = b"cvpcwsm1";
+const HEADER: usize = MAGIC.len() + 32 + 32;
 
 impl CompileCache {
     /// The cache in its default place, or `None` when off or homeless.
@@ -70,43 +83,93 @@ impl CompileCache {
             .join(format!("{hex}-{:016x}.cwasm", engine_hash.finish()))
     }
 
-    /// The compiled component: from the cache when there, else compiled
-    /// and stored. The cache never makes a load fail: an unusable entry is
-    /// compiled afresh, an unwritable directory only costs the next start
-    /// its time. Compile errors are wasmtime's, for the caller to word.
+    /// The compiled component: from the cache when there and sound, else
+    /// compiled (and stored, when the directory is private). The cache
+    /// never makes a load fail: an unusable entry or directory costs a
+    /// compilation and a line in the log. Compile errors are wasmtime's,
+    /// for the caller to word.
     pub fn load(&self, engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
         let path = self.entry(engine, bytes);
-        if path.exists() {
-            // SAFETY: the file was written below from wasmtime's own
-            // precompilation of exactly these bytes for an engine with this
-            // compatibility hash (its name says so), in the service's own
-            // directory.
-            match unsafe { Component::deserialize_file(engine, &path) } {
-                Ok(c) => return Ok(c),
-                Err(e) => tracing::debug!(
-                    "compilation cache entry {} unusable ({e}); compiling",
+        let component_hash: [u8; 32] = Sha256::digest(bytes).into();
+        let private = match self.private_dir() {
+            Ok(()) => true,
+            Err(why) => {
+                tracing::warn!(
+                    "not using the compilation cache {}: {why}; compiling instead",
+                    self.dir.display()
+                );
+                false
+            }
+        };
+        if private {
+            match read_entry(&path, &component_hash) {
+                Ok(Some(code)) => {
+                    // SAFETY: the entry is a file of our own user in our own
+                    // private directory, written below from wasmtime's own
+                    // precompilation of a component whose digest it carries,
+                    // and its code matches the digest written with it.
+                    match unsafe { Component::deserialize(engine, &code) } {
+                        Ok(c) => return Ok(c),
+                        Err(e) => tracing::warn!(
+                            "compilation cache entry {} unusable ({e}); compiling",
+                            path.display()
+                        ),
+                    }
+                }
+                Ok(None) => {}
+                Err(why) => tracing::warn!(
+                    "compilation cache entry {} refused: {why}; compiling",
                     path.display()
                 ),
             }
         }
         // Compiled once, in the storable form, and loaded from that.
         let code = engine.precompile_component(bytes)?;
-        if let Err(e) = self.store(&code, &path) {
-            tracing::debug!(
-                "cannot write the compilation cache {}: {e}",
-                self.dir.display()
-            );
+        if private {
+            if let Err(e) = self.store(&code, &component_hash, &path) {
+                tracing::debug!(
+                    "cannot write the compilation cache {}: {e}",
+                    self.dir.display()
+                );
+            }
         }
         // SAFETY: `code` is what wasmtime just produced for this engine.
         unsafe { Component::deserialize(engine, &code) }
     }
 
-    fn store(&self, code: &[u8], path: &Path) -> std::io::Result<()> {
-        std::fs::create_dir_all(&self.dir)?;
+    /// Creates the directory private if missing; `Err` says why an existing
+    /// one cannot be trusted.
+    fn private_dir(&self) -> Result<(), String> {
+        if !self.dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&self.dir)
+                .map_err(|e| format!("cannot create it ({e})"))?;
+        }
+        let meta = std::fs::symlink_metadata(&self.dir).map_err(|e| e.to_string())?;
+        if !meta.is_dir() {
+            return Err("it is not a directory".into());
+        }
+        owned_and_private(&meta, "it")
+    }
+
+    fn store(&self, code: &[u8], component_hash: &[u8; 32], path: &Path) -> std::io::Result<()> {
         // Written aside and renamed: a concurrent reader (another test, a
         // reload) never sees half a file.
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, code)?;
+        let _ = std::fs::remove_file(&tmp);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(MAGIC)?;
+        file.write_all(component_hash)?;
+        file.write_all(&Sha256::digest(code))?;
+        file.write_all(code)?;
+        file.sync_all()?;
+        drop(file);
         std::fs::rename(&tmp, path)?;
         self.prune(path);
         Ok(())
@@ -139,6 +202,53 @@ impl CompileCache {
             }
         }
     }
+}
+
+/// The code of the entry at `path` for a component of digest `component`:
+/// `None` when there is none, `Err` (why) when it is not to be trusted.
+fn read_entry(path: &Path, component: &[u8; 32]) -> Result<Option<Vec<u8>>, String> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    owned_and_private(&meta, "the file")?;
+    let mut data = std::fs::read(path).map_err(|e| e.to_string())?;
+    if data.len() < HEADER || &data[..MAGIC.len()] != MAGIC {
+        return Err("not an entry this host wrote".into());
+    }
+    let (recorded, code_hash) = data[MAGIC.len()..HEADER].split_at(32);
+    if recorded != component {
+        return Err("it was compiled from another component".into());
+    }
+    if code_hash != Sha256::digest(&data[HEADER..]).as_slice() {
+        return Err("its code does not match the digest written with it".into());
+    }
+    data.drain(..HEADER);
+    Ok(Some(data))
+}
+
+/// Whether `meta` belongs to the user we run as and no one else may write.
+fn owned_and_private(meta: &std::fs::Metadata, what: &str) -> Result<(), String> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return Err(format!(
+            "{what} belongs to user {}, not to this service's user {me}",
+            meta.uid()
+        ));
+    }
+    let mode = meta.permissions().mode();
+    if mode & 0o022 != 0 {
+        return Err(format!(
+            "{what} may be written by other users (mode {:o}); chmod go-w",
+            mode & 0o777
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

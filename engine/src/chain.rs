@@ -3,8 +3,12 @@
 //! the previous one produced for it, so fan-out composes down the chain.
 //!
 //! A fault (trap, timeout, memory) costs the event it happened on, never the
-//! chain: the instance is rebuilt and the rest of the batch retried one by
-//! one, so only the culprit fails.
+//! chain: the instance is rebuilt and the batch retried one event at a time,
+//! each tried once, so only the culprit fails. Those retries have a budget
+//! (`limits.retry_budget`): the events not reached when it is spent wait
+//! for the next round, a fresh call with the events after them, so a batch
+//! full of looping events delivers its healthy ones as it goes instead of
+//! holding them all.
 
 use crate::bindings::{Input, KafkaRecord, Output, WitEvent};
 use crate::error::LoadError;
@@ -32,6 +36,9 @@ pub trait ChainObserver: Send {
     fn failed(&self, _stage: usize, _reason: &'static str) {}
     /// Transform `stage` dropped `events` events (returned no records).
     fn dropped(&self, _stage: usize, _events: u64) {}
+    /// Transform `stage` logged `lines` lines beyond its allowance, which
+    /// were not written.
+    fn logs_suppressed(&self, _stage: usize, _lines: u64) {}
 }
 
 /// Reports nothing: for tools that only look at the outcomes.
@@ -53,7 +60,8 @@ pub struct Failure {
     /// Its position in the chain.
     pub stage: usize,
     pub transform: String,
-    /// trap, timeout, memory, contract or error (the guest returned one).
+    /// trap, timeout, memory, contract, output (too much of it) or error
+    /// (the guest returned one).
     pub reason: &'static str,
     pub error: String,
 }
@@ -72,7 +80,14 @@ struct Stage {
     modified: Option<SystemTime>,
     loaded: LoadedTransform,
     instance: Option<Instance>,
+    /// Log lines suppressed since the last warning about them, and when
+    /// that was: the warning itself must not flood.
+    suppressed: u64,
+    suppressed_since: Instant,
 }
+
+/// How often at most the log says a transform's lines were suppressed.
+const SUPPRESSED_REPORT: Duration = Duration::from_secs(10);
 
 impl Stage {
     fn build(runtime: &Runtime, index: usize, spec: &TransformSpec) -> Result<Stage, LoadError> {
@@ -85,6 +100,11 @@ impl Stage {
             modified,
             loaded,
             instance: Some(instance),
+            suppressed: 0,
+            // The first suppression is reported at once.
+            suppressed_since: Instant::now()
+                .checked_sub(SUPPRESSED_REPORT)
+                .unwrap_or_else(Instant::now),
         })
     }
 }
@@ -167,7 +187,55 @@ impl Chain {
         batch: &[E],
         first_record: impl Fn(&E) -> KafkaRecord,
     ) -> Vec<Outcome> {
+        let mut outcomes: Vec<Option<Outcome>> = (0..batch.len()).map(|_| None).collect();
+        self.process_each(batch, first_record, |done| {
+            for (i, o) in done {
+                outcomes[i] = Some(o);
+            }
+        });
+        outcomes.into_iter().flatten().collect()
+    }
+
+    /// Like [`Chain::process`], but hands over the outcomes as they are
+    /// settled, `(index in batch, outcome)`, a round at a time: when faults
+    /// spend a transform's retry budget, the events settled so far are
+    /// handed over before the others are tried again. An event's records
+    /// come in one round; the events of a key keep their order. An event
+    /// that waits goes down the whole chain again in the next round, so the
+    /// transforms before the one that held it back see it twice (as after
+    /// a restart: delivery is at least once).
+    pub fn process_each<E: ChainEvent>(
+        &mut self,
+        batch: &[E],
+        first_record: impl Fn(&E) -> KafkaRecord,
+        mut emit: impl FnMut(Vec<(usize, Outcome)>),
+    ) {
+        let mut pending: Vec<usize> = (0..batch.len()).collect();
+        while !pending.is_empty() {
+            let events: Vec<&E> = pending.iter().map(|&i| &batch[i]).collect();
+            let outcomes = self.round(&events, &first_record);
+            let mut done = Vec::with_capacity(outcomes.len());
+            let mut rest = Vec::new();
+            for (i, o) in pending.into_iter().zip(outcomes) {
+                match o {
+                    Some(o) => done.push((i, o)),
+                    None => rest.push(i),
+                }
+            }
+            emit(done);
+            pending = rest;
+        }
+    }
+
+    /// One pass down the chain; `None` for the events a transform's retry
+    /// budget left for the next round. At least one event is settled.
+    fn round<E: ChainEvent>(
+        &mut self,
+        batch: &[&E],
+        first_record: &impl Fn(&E) -> KafkaRecord,
+    ) -> Vec<Option<Outcome>> {
         let mut failed: Vec<Option<Failure>> = vec![None; batch.len()];
+        let mut deferred = vec![false; batch.len()];
         // (event index, record) pairs still travelling down the chain.
         let mut current: Vec<(usize, KafkaRecord)> = batch
             .iter()
@@ -186,19 +254,22 @@ impl Chain {
                     &mut events,
                     batch,
                     &mut failed,
+                    &mut deferred,
                     self.observer.as_ref(),
                 );
             }
         }
-        let mut outcomes: Vec<Outcome> = failed
+        let mut outcomes: Vec<Option<Outcome>> = failed
             .into_iter()
-            .map(|f| match f {
-                Some(failure) => Outcome::Failed(failure),
-                None => Outcome::Produce(Vec::new()),
+            .zip(&deferred)
+            .map(|(f, &later)| match f {
+                Some(failure) => Some(Outcome::Failed(failure)),
+                None if later => None,
+                None => Some(Outcome::Produce(Vec::new())),
             })
             .collect();
         for (i, rec) in current {
-            if let Outcome::Produce(records) = &mut outcomes[i] {
+            if let Some(Outcome::Produce(records)) = &mut outcomes[i] {
                 records.push(rec);
             }
         }
@@ -214,8 +285,9 @@ impl Stage {
         &mut self,
         current: Vec<(usize, KafkaRecord)>,
         events: &mut [Option<WitEvent>],
-        batch: &[E],
+        batch: &[&E],
         failed: &mut [Option<Failure>],
+        deferred: &mut [bool],
         observer: &dyn ChainObserver,
     ) -> Vec<(usize, KafkaRecord)> {
         // Move each event into its first input and clone only for fan-out,
@@ -236,7 +308,27 @@ impl Stage {
             inputs.push(Input { event, record });
         }
 
-        let results = self.call(&inputs, observer);
+        let (results, why) = self.call(&inputs, &owners, observer);
+        self.report_suppressed_logs(observer);
+        // This event and every later one wait for the next round, whole
+        // (their records here are dropped).
+        let cut = results.iter().position(Option::is_none).map(|k| owners[k]);
+        if let Some(cut) = cut {
+            tracing::debug!(
+                transform = &*self.loaded.name,
+                "transform {}: {}; {} events wait for the next call",
+                self.loaded.name,
+                why.unwrap_or_default(),
+                owners
+                    .iter()
+                    .filter(|&&o| o >= cut)
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .len()
+            );
+            for &o in owners.iter().filter(|&&o| o >= cut) {
+                deferred[o] = true;
+            }
+        }
 
         let mut next = Vec::with_capacity(inputs.len());
         // Events that came in with records and leave with none were dropped
@@ -245,15 +337,21 @@ impl Stage {
         let mut last_owner = None;
         let mut kept_last = false;
         for ((input, i), result) in inputs.into_iter().zip(owners).zip(results) {
+            if events[i].is_none() {
+                events[i] = Some(input.event);
+            }
+            if deferred[i] {
+                continue;
+            }
+            let Some(result) = result else {
+                continue;
+            };
             if last_owner != Some(i) {
                 if last_owner.is_some() && !kept_last {
                     dropped += 1;
                 }
                 last_owner = Some(i);
                 kept_last = false;
-            }
-            if events[i].is_none() {
-                events[i] = Some(input.event);
             }
             if failed[i].is_some() {
                 kept_last = true; // counted as a failure, not a drop
@@ -290,41 +388,97 @@ impl Stage {
         }
         // An event that failed loses every record, including ones produced
         // from its other fan-out branches: all or nothing per event.
-        next.retain(|(i, _)| failed[*i].is_none());
+        next.retain(|(i, _)| failed[*i].is_none() && !deferred[*i]);
         next
     }
 
-    /// Calls the transform on a batch; on a fault, rebuilds the instance and
-    /// retries the inputs one by one so that only the culprit fails.
-    fn call(
-        &mut self,
-        inputs: &[Input],
-        observer: &dyn ChainObserver,
-    ) -> Vec<Result<Vec<KafkaRecord>, CallError>> {
-        if let [input] = inputs {
-            return vec![self.call_one(input, observer)];
+    /// Counts the log lines the guest was refused, and says so in the log
+    /// at most every [`SUPPRESSED_REPORT`].
+    fn report_suppressed_logs(&mut self, observer: &dyn ChainObserver) {
+        let n = self.loaded.take_suppressed_logs();
+        if n > 0 {
+            observer.logs_suppressed(self.index, n);
+            self.suppressed += n;
         }
-        match self.call_once(inputs, observer) {
-            Ok(outputs) => outputs.into_iter().map(output_to_result).collect(),
-            Err(fault) => {
-                tracing::warn!(
-                    transform = &*self.loaded.name,
-                    "transform {fault} on a batch of {}; retrying its events one by one",
-                    inputs.len()
-                );
-                inputs
-                    .iter()
-                    .map(|input| self.call_one(input, observer))
-                    .collect()
-            }
+        if self.suppressed > 0 && self.suppressed_since.elapsed() >= SUPPRESSED_REPORT {
+            let limits = self.loaded.limits();
+            tracing::warn!(
+                transform = &*self.loaded.name,
+                "transform {} logged too much: {} lines suppressed in the last {}s (limits.log_lines_per_second is {})",
+                self.loaded.name,
+                self.suppressed,
+                self.suppressed_since.elapsed().as_secs(),
+                limits.log_lines_per_second
+            );
+            self.suppressed = 0;
+            self.suppressed_since = Instant::now();
         }
     }
 
-    /// One input alone. A fault on an instance that earlier calls had used
-    /// may be the instance's doing, not this event's (a guest heap that grows
-    /// over many events reaches the memory cap on whichever event comes
-    /// next), so the event gets a second try on a fresh instance before it
-    /// is blamed.
+    /// Calls the transform on a batch; on a fault, rebuilds the instance and
+    /// retries the inputs one by one so that only the culprit fails. The
+    /// inputs from the event at which the call's output reached the batch
+    /// limits, or the retries their budget, are `None`: they wait for the
+    /// next round (`owners` says whose each input is, and whole events
+    /// wait). Also says why some wait.
+    fn call(
+        &mut self,
+        inputs: &[Input],
+        owners: &[usize],
+        observer: &dyn ChainObserver,
+    ) -> (Vec<Option<Answer>>, Option<String>) {
+        let limits = self.loaded.limits().clone();
+        let mut spent = Spent::default();
+        if let [input] = inputs {
+            return (vec![Some(self.call_one(input, observer))], None);
+        }
+        let fault = match self.call_once(inputs, observer) {
+            Ok(outputs) => {
+                let mut results = Vec::with_capacity(inputs.len());
+                for (k, o) in outputs.into_iter().enumerate() {
+                    let answer = answer(o);
+                    if !spent.add(&answer, &limits) && owners[k] != owners[0] {
+                        return (cut(results, inputs.len(), owners), Some(spent.why(&limits)));
+                    }
+                    results.push(Some(answer));
+                }
+                return (results, None);
+            }
+            Err(fault) => fault,
+        };
+        tracing::warn!(
+            transform = &*self.loaded.name,
+            "transform {fault} on a batch of {}; retrying its events one by one",
+            inputs.len()
+        );
+        let until = Instant::now() + limits.retry_budget;
+        let mut results = Vec::with_capacity(inputs.len());
+        for (k, input) in inputs.iter().enumerate() {
+            // Stop only between events, and after one: every round settles
+            // something.
+            let new_event = k > 0 && owners[k] != owners[k - 1];
+            if new_event && Instant::now() >= until {
+                let why = format!(
+                    "retrying a faulted batch took its whole limits.retry_budget ({})",
+                    humantime::format_duration(limits.retry_budget)
+                );
+                return (cut(results, inputs.len(), owners), Some(why));
+            }
+            let answer = self.call_one(input, observer);
+            if !spent.add(&answer, &limits) && owners[k] != owners[0] {
+                return (cut(results, inputs.len(), owners), Some(spent.why(&limits)));
+            }
+            results.push(Some(answer));
+        }
+        (results, None)
+    }
+
+    /// One input alone, tried once. The exception is running out of memory
+    /// on an instance that earlier calls had used: a guest heap that grows
+    /// over many events reaches the cap on whichever event comes next, so
+    /// that event gets a fresh instance before it is blamed. (A trap or a
+    /// timeout is the event's own doing; trying it again only doubles what
+    /// a looping event costs every other one.)
     fn call_one(
         &mut self,
         input: &Input,
@@ -332,11 +486,11 @@ impl Stage {
     ) -> Result<Vec<KafkaRecord>, CallError> {
         let was_used = self.instance.as_ref().is_some_and(|i| i.calls() > 0);
         let mut result = self.call_once(std::slice::from_ref(input), observer);
-        if result.is_err() && was_used {
+        if was_used && matches!(result, Err(Fault::Memory(_))) {
             result = self.call_once(std::slice::from_ref(input), observer);
         }
         match result {
-            Ok(mut out) => output_to_result(out.remove(0)),
+            Ok(mut out) => answer(out.remove(0)),
             Err(fault) => Err(CallError {
                 reason: fault.reason(),
                 error: fault.to_string(),
@@ -348,7 +502,7 @@ impl Stage {
         &mut self,
         inputs: &[Input],
         observer: &dyn ChainObserver,
-    ) -> Result<Vec<Output>, Fault> {
+    ) -> Result<Vec<Result<Output, String>>, Fault> {
         let instance = match self.instance.as_mut() {
             Some(i) => i,
             None => {
@@ -369,18 +523,67 @@ impl Stage {
     }
 }
 
+/// One input's records, or why it failed.
+type Answer = Result<Vec<KafkaRecord>, CallError>;
+
+/// `results` for the inputs before the event of input `results.len()`,
+/// and `None` from that event on.
+fn cut(mut results: Vec<Option<Answer>>, len: usize, owners: &[usize]) -> Vec<Option<Answer>> {
+    let at = results.len();
+    let start = owners[..at]
+        .iter()
+        .rposition(|&o| o != owners[at])
+        .map_or(0, |p| p + 1);
+    results.truncate(start);
+    results.resize_with(len, || None);
+    results
+}
+
+/// What one call's answers have added up to, against the batch limits.
+#[derive(Default)]
+struct Spent {
+    records: u64,
+    bytes: u64,
+}
+
+impl Spent {
+    /// Counts `answer`; `false` once the call is past a limit. (The first
+    /// event of a call always goes, so every call settles one.)
+    fn add(&mut self, answer: &Answer, limits: &crate::spec::Limits) -> bool {
+        if let Ok(records) = answer {
+            self.records += records.len() as u64;
+            self.bytes += records.iter().map(crate::output::record_bytes).sum::<u64>();
+        }
+        self.records <= limits.output.records_per_batch
+            && self.bytes <= limits.output.bytes_per_batch
+    }
+
+    fn why(&self, limits: &crate::spec::Limits) -> String {
+        format!(
+            "a call's output reached limits.records_per_batch ({}) or bytes_per_batch ({} bytes)",
+            limits.output.records_per_batch, limits.output.bytes_per_batch
+        )
+    }
+}
+
 /// Why one input failed: the failure metrics' reason label, and the message.
 struct CallError {
     reason: &'static str,
     error: String,
 }
 
-fn output_to_result(o: Output) -> Result<Vec<KafkaRecord>, CallError> {
+/// One input's answer: its records, the error the guest returned, or the
+/// limit its output broke.
+fn answer(o: Result<Output, String>) -> Answer {
     match o {
-        Output::Records(r) => Ok(r),
-        Output::Error(e) => Err(CallError {
+        Ok(Output::Records(r)) => Ok(r),
+        Ok(Output::Error(e)) => Err(CallError {
             reason: "error",
             error: format!("returned an error: {e}"),
+        }),
+        Err(why) => Err(CallError {
+            reason: "output",
+            error: why,
         }),
     }
 }

@@ -1,7 +1,8 @@
 //! The transform engine: the wasmtime host for the `cvp-stream:transform`
 //! WIT world (`wit/transform.wit`). It loads components (compiled once,
 //! cached on disk, type-checked against the world), runs each in a sandbox
-//! with a memory cap and a per-call deadline, and chains them so that every
+//! with a memory cap, a per-call deadline, bounded output and a bounded
+//! log, and chains them so that every
 //! input passes through each transform in turn, fan-out composing down the
 //! chain.
 //!
@@ -16,6 +17,7 @@ pub mod bindings;
 mod cache;
 mod chain;
 mod error;
+mod output;
 mod runtime;
 mod spec;
 
@@ -26,5 +28,6 @@ pub use bindings::{
 pub use cache::CompileCache;
 pub use chain::{Chain, ChainEvent, ChainObserver, Failure, NoObserver, Outcome};
 pub use error::{LoadError, Problem};
+pub use output::{clip, record_bytes};
 pub use runtime::{Fault, Instance, LoadedTransform, Runtime};
-pub use spec::{Code, Limits, TransformSpec};
+pub use spec::{Code, Limits, OutputLimits, TransformSpec};

@@ -1,14 +1,18 @@
 //! Loading and running one transform component under wasmtime: compile once,
-//! check it against our WIT world, and run instances with a memory cap and a
-//! per-call deadline. A fault costs the instance, never the host.
+//! check it against our WIT world, and run instances with a memory cap (all
+//! of an instance's memories together), a per-call deadline, bounded output
+//! (`output.rs`) and a rate-limited log. A fault costs the instance, never
+//! the host.
 
 use crate::bindings::{self, Input, Level, Output, Transform, TransformPre};
 use crate::error::{LoadError, Problem};
+use crate::output;
 use crate::spec::{Code, Limits, TransformSpec};
 use anyhow::{anyhow, Context, Result};
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, Store, Trap};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
@@ -18,6 +22,15 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// How much of a guest's stderr is kept to explain a trap (a panic message).
 const STDERR_TAIL: usize = 4096;
+/// Most linear memories and tables one instance may have. Ordinary
+/// components have one or two memories and a table per core module; the
+/// memory cap counts every memory anyway, so these only stop a component
+/// made of thousands.
+const MAX_MEMORIES: usize = 16;
+const MAX_TABLES: usize = 64;
+/// Most table elements one instance may hold, all tables together (each
+/// costs the host a pointer or two).
+const MAX_TABLE_ELEMENTS: usize = 1_000_000;
 
 /// The wasmtime engine and linker shared by every transform.
 pub struct Runtime {
@@ -44,8 +57,17 @@ impl Runtime {
         std::thread::Builder::new()
             .name("wasm-epoch".into())
             .spawn(move || {
+                // Ticks follow the clock, not the sleeps: on a busy machine
+                // a 5 ms sleep lasts longer, and counting sleeps made a
+                // 200 ms deadline last 330 ms.
+                let start = Instant::now();
+                let mut ticked = 0u128;
                 while let Some(engine) = weak.upgrade() {
-                    engine.increment_epoch();
+                    let due = start.elapsed().as_nanos() / EPOCH_TICK.as_nanos();
+                    while ticked < due {
+                        engine.increment_epoch();
+                        ticked += 1;
+                    }
                     drop(engine);
                     std::thread::sleep(EPOCH_TICK);
                 }
@@ -109,6 +131,10 @@ impl Runtime {
             pre,
             limits: spec.limits.clone(),
             config: Arc::new(spec.config.clone()),
+            log: Arc::new(LogGate::new(
+                spec.limits.log_lines_per_second,
+                spec.limits.log_line_bytes,
+            )),
         })
     }
 }
@@ -159,6 +185,9 @@ pub struct LoadedTransform {
     pre: TransformPre<GuestState>,
     limits: Limits,
     config: Arc<Vec<(String, String)>>,
+    /// Shared by every instance: a trap (a fresh instance) must not
+    /// refill a flooding guest's allowance.
+    log: Arc<LogGate>,
 }
 
 impl LoadedTransform {
@@ -173,17 +202,31 @@ impl LoadedTransform {
             wasi: wasi.build(),
             table: ResourceTable::new(),
             memory_cap: self.limits.memory as usize,
+            memory_total: 0,
+            table_total: 0,
             hit_memory_cap: false,
             last_panic: None,
+            log: self.log.clone(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| s);
+        // What the host copies out of the guest per call (its result, or
+        // one host call's arguments) is bounded here, before it is copied;
+        // `output.rs` then counts it by event.
+        store.set_hostcall_fuel(self.hostcall_fuel());
         let ticks = self.deadline_ticks();
         store.set_epoch_deadline(ticks);
-        let bindings = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| LoadError::new(&self.name, Problem::Instantiate(one_line(&e))))?;
+        let bindings = self.pre.instantiate(&mut store).map_err(|e| {
+            let problem = if store.data().hit_memory_cap {
+                Problem::Instantiate(format!(
+                    "needs more than its memory limit of {} MiB",
+                    self.limits.memory >> 20
+                ))
+            } else {
+                Problem::Instantiate(one_line(&e))
+            };
+            LoadError::new(&self.name, problem)
+        })?;
         let mut instance = Instance {
             calls: 0,
             store,
@@ -197,6 +240,15 @@ impl LoadedTransform {
             Ok(Err(msg)) => Err(LoadError::new(&self.name, Problem::InitRefused(msg))),
             Err(fault) => Err(LoadError::new(&self.name, Problem::InitFault(fault))),
         }
+    }
+
+    /// Twice `bytes_per_batch`: what `output.rs` counts is close to what
+    /// wasmtime charges, and a call a little over the batch limit should
+    /// fail by event, not whole.
+    fn hostcall_fuel(&self) -> usize {
+        usize::try_from(self.limits.output.bytes_per_batch.saturating_mul(2))
+            .unwrap_or(usize::MAX)
+            .max(1 << 20)
     }
 
     fn deadline_ticks(&self) -> u64 {
@@ -225,9 +277,11 @@ impl Instance {
         r.map_err(|e| self.classify(e))
     }
 
-    /// Runs one batch. `Err` means the instance is unusable and must be
-    /// replaced (wasmtime will not re-enter an instance that trapped).
-    pub fn process(&mut self, batch: &[Input]) -> Result<Vec<Output>, Fault> {
+    /// Runs one batch: per input, its output or why it was refused (it
+    /// broke an output limit). `Err` means the instance is unusable and
+    /// must be replaced (wasmtime will not re-enter an instance that
+    /// trapped).
+    pub fn process(&mut self, batch: &[Input]) -> Result<Vec<Result<Output, String>>, Fault> {
         self.calls += 1;
         self.store.set_epoch_deadline(self.ticks);
         let outputs = self
@@ -242,25 +296,35 @@ impl Instance {
                 batch.len()
             )));
         }
-        Ok(outputs)
+        Ok(output::check(outputs, &self.limits.output))
     }
 
     pub fn calls(&self) -> u64 {
         self.calls
     }
 
+    fn hostcall_fuel_bytes(&self) -> u64 {
+        self.store.hostcall_fuel() as u64
+    }
+
     fn classify(&mut self, e: wasmtime::Error) -> Fault {
         if self.store.data().hit_memory_cap {
             return Fault::Memory(self.limits.memory);
+        }
+        // wasmtime's words when a call's result (or a host call's
+        // arguments) would copy more than the fuel allows.
+        if format!("{e:#}").contains("fuel allocated for hostcalls has been exhausted") {
+            return Fault::Output(self.hostcall_fuel_bytes());
         }
         match e.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => Fault::Timeout(self.limits.timeout),
             _ => {
                 let panic = self.store.data_mut().last_panic.take();
                 // Errors are one line: a guest's message may not be.
-                let stderr = panic
-                    .or_else(|| self.stderr.last_line())
-                    .map(|m| m.split_whitespace().collect::<Vec<_>>().join(" "));
+                let stderr = panic.or_else(|| self.stderr.last_line()).map(|m| {
+                    let line = m.split_whitespace().collect::<Vec<_>>().join(" ");
+                    output::clip(&line, output::MAX_MESSAGE)
+                });
                 let trap = e.root_cause().to_string();
                 Fault::Trap(match stderr {
                     Some(msg) => format!("{msg} ({trap})"),
@@ -278,6 +342,9 @@ pub enum Fault {
     Timeout(Duration),
     Memory(u64),
     Contract(String),
+    /// Handed the host more bytes in one go than it copies (twice
+    /// `limits.bytes_per_batch`).
+    Output(u64),
 }
 
 impl Fault {
@@ -288,6 +355,7 @@ impl Fault {
             Fault::Timeout(_) => "timeout",
             Fault::Memory(_) => "memory",
             Fault::Contract(_) => "contract",
+            Fault::Output(_) => "output",
         }
     }
 }
@@ -299,6 +367,11 @@ impl std::fmt::Display for Fault {
             Fault::Timeout(d) => write!(f, "timed out after {}", humantime::format_duration(*d)),
             Fault::Memory(cap) => write!(f, "exceeded its memory limit of {} MiB", cap >> 20),
             Fault::Contract(m) => write!(f, "broke the contract: {m}"),
+            Fault::Output(max) => write!(
+                f,
+                "handed the host more than {} MiB at once (twice limits.bytes_per_batch)",
+                max >> 20
+            ),
         }
     }
 }
@@ -309,11 +382,17 @@ pub struct GuestState {
     config: Arc<Vec<(String, String)>>,
     wasi: WasiCtx,
     table: ResourceTable,
+    /// The cap on all linear memories together, and what they hold now
+    /// (the limiter hears of each memory's growth, never the sum).
     memory_cap: usize,
+    memory_total: usize,
+    /// Elements in all tables together.
+    table_total: usize,
     hit_memory_cap: bool,
     /// A panic message the guest logged (the Rust SDK's panic hook does)
     /// during the current call: the best explanation of the trap after it.
     last_panic: Option<String>,
+    log: Arc<LogGate>,
 }
 
 impl WasiView for GuestState {
@@ -326,36 +405,65 @@ impl WasiView for GuestState {
 }
 
 impl wasmtime::ResourceLimiter for GuestState {
+    /// Called for each memory (its creation too, from 0): the cap is on
+    /// the sum, or a component of seven memories holds seven caps.
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
-        _max: Option<usize>,
+        max: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.memory_cap {
+        // Past the memory's own maximum the growth fails anyway: do not
+        // count it.
+        if max.is_some_and(|m| desired > m) {
+            return Ok(false);
+        }
+        let total = (self.memory_total - current.min(self.memory_total)).saturating_add(desired);
+        if total > self.memory_cap {
             // Refuse the growth (the guest sees an allocation failure and
             // usually traps); remember why so the error can say so.
             self.hit_memory_cap = true;
             return Ok(false);
         }
+        self.memory_total = total;
         Ok(true)
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
-        _max: Option<usize>,
+        max: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 1_000_000)
+        if max.is_some_and(|m| desired > m) {
+            return Ok(false);
+        }
+        let total = (self.table_total - current.min(self.table_total)).saturating_add(desired);
+        if total > MAX_TABLE_ELEMENTS {
+            return Ok(false);
+        }
+        self.table_total = total;
+        Ok(true)
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
     }
 }
 
 impl bindings::cvp_stream::transform::host::Host for GuestState {
     fn log(&mut self, level: Level, message: String) {
         if level == Level::Error && message.starts_with("panic: ") {
-            self.last_panic = Some(message.clone());
+            self.last_panic = Some(output::clip(&message, output::MAX_MESSAGE));
         }
+        if !self.log.admit() {
+            return;
+        }
+        let message = self.log.escape(&message);
         let transform = &*self.name;
         match level {
             Level::Trace => tracing::trace!(transform, "{message}"),
@@ -429,5 +537,162 @@ impl OutputStream for TailPipe {
 
     fn check_write(&mut self) -> StreamResult<usize> {
         Ok(64 * 1024)
+    }
+}
+
+/// A transform's log allowance: a token bucket of `per_second` lines (as
+/// many in a burst), lines cut to `max_bytes` with control characters
+/// escaped, so that a guest can neither flood the host's log nor forge
+/// lines in it (`\n` in a message would start one). Lines refused are
+/// counted for the chain to report.
+pub(crate) struct LogGate {
+    per_second: f64,
+    max_bytes: usize,
+    bucket: Mutex<(f64, Instant)>,
+    suppressed: AtomicU64,
+}
+
+impl LogGate {
+    fn new(per_second: u32, max_bytes: usize) -> LogGate {
+        LogGate {
+            per_second: f64::from(per_second),
+            max_bytes,
+            bucket: Mutex::new((f64::from(per_second), Instant::now())),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    fn admit(&self) -> bool {
+        let Ok(mut bucket) = self.bucket.lock() else {
+            return false;
+        };
+        let (tokens, last) = &mut *bucket;
+        let now = Instant::now();
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.per_second)
+            .min(self.per_second);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            false
+        }
+    }
+
+    fn escape(&self, message: &str) -> String {
+        let clipped = output::clip(message, self.max_bytes);
+        if !clipped.chars().any(char::is_control) {
+            return clipped;
+        }
+        let mut out = String::with_capacity(clipped.len() + 8);
+        for c in clipped.chars() {
+            if c.is_control() {
+                out.extend(c.escape_default());
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    /// Lines refused since the last call.
+    pub(crate) fn take_suppressed(&self) -> u64 {
+        self.suppressed.swap(0, Ordering::Relaxed)
+    }
+}
+
+impl LoadedTransform {
+    /// Log lines refused since the last call, for the caller to report.
+    pub fn take_suppressed_logs(&self) -> u64 {
+        self.log.take_suppressed()
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(memory_cap: usize) -> GuestState {
+        GuestState {
+            name: Arc::from("t"),
+            config: Arc::new(Vec::new()),
+            wasi: wasmtime_wasi::WasiCtxBuilder::new().build(),
+            table: ResourceTable::new(),
+            memory_cap,
+            memory_total: 0,
+            table_total: 0,
+            hit_memory_cap: false,
+            last_panic: None,
+            log: Arc::new(LogGate::new(10, 100)),
+        }
+    }
+
+    /// A component of `n` core instances, each with a memory of `pages`
+    /// 64 KiB pages.
+    fn memories(n: usize, pages: u32) -> Vec<u8> {
+        let instances: String = (0..n)
+            .map(|i| format!("(core instance $i{i} (instantiate $m))\n"))
+            .collect();
+        wat::parse_str(format!(
+            "(component (core module $m (memory {pages})) {instances})"
+        ))
+        .unwrap()
+    }
+
+    fn instantiate(bytes: &[u8], cap: usize) -> (wasmtime::Result<()>, GuestState) {
+        let engine = Engine::new(wasmtime::Config::new().wasm_component_model(true)).unwrap();
+        let component = Component::new(&engine, bytes).unwrap();
+        let linker = Linker::<GuestState>::new(&engine);
+        let mut store = Store::new(&engine, state(cap));
+        store.limiter(|s| s);
+        let r = linker.instantiate(&mut store, &component).map(|_| ());
+        (r, store.into_data())
+    }
+
+    /// Seven memories of 20 MiB each are 140 MiB: over a 128 MiB cap,
+    /// although each alone is under it.
+    #[test]
+    fn the_memory_cap_counts_every_memory_of_an_instance() {
+        let (r, s) = instantiate(&memories(7, 320), 128 << 20);
+        assert!(
+            r.is_err(),
+            "seven memories of 20 MiB went past a 128 MiB cap"
+        );
+        assert!(s.hit_memory_cap);
+        let (r, s) = instantiate(&memories(6, 320), 128 << 20);
+        r.expect("six of them fit");
+        assert_eq!(s.memory_total, 6 * 320 * 65536);
+    }
+
+    /// Thousands of tiny memories are refused by their number.
+    #[test]
+    fn an_instance_has_few_memories() {
+        let (r, _) = instantiate(&memories(MAX_MEMORIES + 1, 0), 128 << 20);
+        assert!(r.is_err(), "{} memories were allowed", MAX_MEMORIES + 1);
+        let (r, _) = instantiate(&memories(MAX_MEMORIES, 0), 128 << 20);
+        r.expect("as many as allowed");
+    }
+
+    #[test]
+    fn guest_log_lines_are_escaped_cut_and_rate_limited() {
+        let gate = LogGate::new(3, 64);
+        assert_eq!(
+            gate.escape("a\nERROR forged\r\x1b[31m"),
+            "a\\nERROR forged\\r\\u{1b}[31m"
+        );
+        let long = gate.escape(&"y".repeat(1000));
+        assert!(
+            long.starts_with(&"y".repeat(64)) && long.len() < 100,
+            "{long}"
+        );
+        let admitted = (0..10).filter(|_| gate.admit()).count();
+        assert_eq!(admitted, 3);
+        assert_eq!(gate.take_suppressed(), 7);
+        assert_eq!(gate.take_suppressed(), 0);
     }
 }

@@ -50,13 +50,50 @@ impl Code {
     }
 }
 
-/// The sandbox of one instance.
+/// The sandbox of one instance, and what one call may hand the host.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Largest linear memory an instance may grow to, in bytes.
+    /// Most memory an instance may hold, all its linear memories together,
+    /// in bytes.
     pub memory: u64,
     /// Longest a single call into the transform may run.
     pub timeout: Duration,
+    /// What one call may return, checked in the guest's memory before the
+    /// host copies any of it.
+    pub output: OutputLimits,
+    /// Longest a batch may spend retrying events one by one after a fault;
+    /// the events not reached are tried again in the next round.
+    pub retry_budget: Duration,
+    /// Guest log lines per second (the burst allowed is as many), and the
+    /// longest line kept, in bytes.
+    pub log_lines_per_second: u32,
+    pub log_line_bytes: usize,
+}
+
+/// Bounds on a call's output. Bytes are those of topics, keys, values and
+/// headers plus what the host spends to hold each record and header, so
+/// they measure host memory. An event past a per-event bound fails; the
+/// events of a call past a per-batch bound go on in the next call.
+#[derive(Debug, Clone, Copy)]
+pub struct OutputLimits {
+    pub records_per_event: u64,
+    pub bytes_per_event: u64,
+    pub records_per_batch: u64,
+    pub bytes_per_batch: u64,
+}
+
+impl Default for OutputLimits {
+    fn default() -> Self {
+        OutputLimits {
+            records_per_event: 1000,
+            bytes_per_event: 4 << 20,
+            records_per_batch: 10_000,
+            // With wasmtime's copy bound at twice this, a hostile transform
+            // costs the host about 16 MiB beyond its own memory
+            // (BENCHMARKS.md, the memory budget).
+            bytes_per_batch: 8 << 20,
+        }
+    }
 }
 
 impl Default for Limits {
@@ -64,6 +101,10 @@ impl Default for Limits {
         Limits {
             memory: 128 << 20,
             timeout: Duration::from_secs(1),
+            output: OutputLimits::default(),
+            retry_budget: Duration::from_secs(5),
+            log_lines_per_second: 100,
+            log_line_bytes: 4096,
         }
     }
 }

@@ -68,6 +68,11 @@ pub struct Metrics {
     /// `source.cvp.stuck_after` in ns; 0 (no source running): never stuck.
     cvp_stuck_after: AtomicI64,
     pub cvp_events_too_large: Counter,
+    /// Guest log lines beyond a transform's allowance, not written.
+    pub transform_log_lines_suppressed: Family<Labels, Counter>,
+    /// Bytes of records the transform stage has handed on and the sink
+    /// has not yet taken over (`pipeline.max_pending_bytes` bounds it).
+    pub pipeline_pending_bytes: Gauge,
 }
 
 fn histogram_latency() -> Histogram {
@@ -225,6 +230,18 @@ impl Metrics {
             "Checkpoint writes that failed (the file keeps the older progress; /ready is 503 until one succeeds)",
             checkpoint_write_failures.clone(),
         );
+        let transform_log_lines_suppressed = Family::<Labels, Counter>::default();
+        registry.register(
+            "transform_log_lines_suppressed",
+            "Guest log lines not written: beyond the transform's limits.log_lines_per_second",
+            transform_log_lines_suppressed.clone(),
+        );
+        let pipeline_pending_bytes = Gauge::default();
+        registry.register(
+            "pipeline_pending_bytes",
+            "Bytes of records between the transform stage and the sink (bounded by pipeline.max_pending_bytes)",
+            pipeline_pending_bytes.clone(),
+        );
 
         let m = Metrics {
             registry,
@@ -257,6 +274,8 @@ impl Metrics {
             cvp_waiting_since: AtomicI64::new(0),
             cvp_stuck_after: AtomicI64::new(0),
             cvp_events_too_large,
+            transform_log_lines_suppressed,
+            pipeline_pending_bytes,
         };
         m.set_stream_state(StreamState::disconnected);
         m

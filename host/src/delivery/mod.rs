@@ -34,6 +34,9 @@ pub struct Delivery {
     /// last state, not of the deletion.
     pub changed_at: Option<i64>,
     pub outcome: Outcome,
+    /// Its bytes' share of `pipeline.max_pending_bytes`, given back when
+    /// the sink drops it.
+    pub held: crate::pipeline::Held,
 }
 
 /// What became of one event in the transform stage.
@@ -176,6 +179,7 @@ impl Ledger {
             event_key,
             changed_at,
             outcome,
+            ..
         } = d;
         match outcome {
             Outcome::Records(records) => {

@@ -5,7 +5,7 @@ use super::builtin;
 use crate::config::units::de_size;
 use crate::delivery::OnError;
 use anyhow::{anyhow, bail, Result};
-use cvp_transform_engine::{Code, Limits, TransformSpec};
+use cvp_transform_engine::{Code, Limits, OutputLimits, TransformSpec};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -55,6 +55,15 @@ impl TransformConfig {
             limits: Limits {
                 memory: self.limits.memory,
                 timeout: self.limits.timeout,
+                output: OutputLimits {
+                    records_per_event: self.limits.records_per_event,
+                    bytes_per_event: self.limits.bytes_per_event,
+                    records_per_batch: self.limits.records_per_batch,
+                    bytes_per_batch: self.limits.bytes_per_batch,
+                },
+                retry_budget: self.limits.retry_budget,
+                log_lines_per_second: self.limits.log_lines_per_second,
+                log_line_bytes: self.limits.log_line_bytes as usize,
             },
         })
     }
@@ -72,8 +81,19 @@ impl TransformConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        if self.limits.memory < (1 << 20) {
-            bail!("transforms[{}].limits.memory is below 1MiB", self.name);
+        let l = &self.limits;
+        let name = &self.name;
+        if l.memory < (1 << 20) {
+            bail!("transforms[{name}].limits.memory is below 1MiB");
+        }
+        if l.records_per_event == 0 || l.records_per_batch < l.records_per_event {
+            bail!("transforms[{name}].limits.records_per_event must be at least 1 and records_per_batch at least records_per_event");
+        }
+        if l.bytes_per_event < 1024 || l.bytes_per_batch < l.bytes_per_event {
+            bail!("transforms[{name}].limits.bytes_per_event must be at least 1KiB and bytes_per_batch at least bytes_per_event");
+        }
+        if l.log_line_bytes < 64 {
+            bail!("transforms[{name}].limits.log_line_bytes must be at least 64B");
         }
         Ok(())
     }
@@ -106,6 +126,32 @@ pub struct LimitsConfig {
     /// Longest a single call into the transform may run.
     #[serde(default = "default_call_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// Most records one event may become in this transform; beyond it the
+    /// event fails (reason `output`) under `on_error`.
+    #[serde(default = "default_records_per_event")]
+    pub records_per_event: u64,
+    /// Most bytes (topics, keys, values, headers, and what the host spends
+    /// per record) one event's records may take.
+    #[serde(default = "default_bytes_per_event", deserialize_with = "de_size")]
+    pub bytes_per_event: u64,
+    /// The same for all the events of one call (a batch); the events that
+    /// would pass it go on in the next call, after the others reach the
+    /// sink.
+    #[serde(default = "default_records_per_batch")]
+    pub records_per_batch: u64,
+    #[serde(default = "default_bytes_per_batch", deserialize_with = "de_size")]
+    pub bytes_per_batch: u64,
+    /// Longest a batch may spend retrying its events one by one after a
+    /// fault; the events not reached go on in the next call.
+    #[serde(default = "default_retry_budget", with = "humantime_serde")]
+    pub retry_budget: Duration,
+    /// Guest log lines allowed per second (and in a burst); the rest are
+    /// counted, not written.
+    #[serde(default = "default_log_lines_per_second")]
+    pub log_lines_per_second: u32,
+    /// Longest guest log line written; longer ones are cut.
+    #[serde(default = "default_log_line_bytes", deserialize_with = "de_size")]
+    pub log_line_bytes: u64,
 }
 
 impl Default for LimitsConfig {
@@ -113,8 +159,37 @@ impl Default for LimitsConfig {
         LimitsConfig {
             memory: default_memory(),
             timeout: default_call_timeout(),
+            records_per_event: default_records_per_event(),
+            bytes_per_event: default_bytes_per_event(),
+            records_per_batch: default_records_per_batch(),
+            bytes_per_batch: default_bytes_per_batch(),
+            retry_budget: default_retry_budget(),
+            log_lines_per_second: default_log_lines_per_second(),
+            log_line_bytes: default_log_line_bytes(),
         }
     }
+}
+
+fn default_records_per_event() -> u64 {
+    OutputLimits::default().records_per_event
+}
+fn default_bytes_per_event() -> u64 {
+    OutputLimits::default().bytes_per_event
+}
+fn default_records_per_batch() -> u64 {
+    OutputLimits::default().records_per_batch
+}
+fn default_bytes_per_batch() -> u64 {
+    OutputLimits::default().bytes_per_batch
+}
+fn default_retry_budget() -> Duration {
+    Limits::default().retry_budget
+}
+fn default_log_lines_per_second() -> u32 {
+    Limits::default().log_lines_per_second
+}
+fn default_log_line_bytes() -> u64 {
+    Limits::default().log_line_bytes as u64
 }
 
 fn default_memory() -> u64 {
@@ -134,6 +209,11 @@ pub struct PipelineConfig {
     /// The value of the record the first transform receives.
     #[serde(default)]
     pub default_value: DefaultValue,
+    /// Most bytes of records the transform stage may have handed on that
+    /// the sink has not taken over yet; past it the stage waits (and so
+    /// does reading from CVP). The sink's own queue bound adds to it.
+    #[serde(default = "default_max_pending_bytes", deserialize_with = "de_size")]
+    pub max_pending_bytes: u64,
 }
 
 impl Default for PipelineConfig {
@@ -141,8 +221,14 @@ impl Default for PipelineConfig {
         PipelineConfig {
             batch_size: default_batch_size(),
             default_value: DefaultValue::default(),
+            max_pending_bytes: default_max_pending_bytes(),
         }
     }
+}
+
+fn default_max_pending_bytes() -> u64 {
+    // As much as the Kafka sink's queue (max_queue_size) holds.
+    8 << 20
 }
 
 fn default_batch_size() -> usize {

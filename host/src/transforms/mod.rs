@@ -81,32 +81,38 @@ impl TransformStage {
     /// What the sink is to deliver for each event of `batch`: its records,
     /// or its failure with the policy that applies.
     pub fn deliveries(&mut self, batch: &[SourceEvent]) -> Vec<Delivery> {
-        let outcomes = self.process(batch);
-        batch
-            .iter()
-            .zip(outcomes)
-            .map(|(ev, outcome)| Delivery {
-                seq: ev.seq,
-                event_key: ev.key().to_string(),
-                changed_at: (ev.op != Op::Deleted).then(|| ev.time()),
-                outcome: match outcome {
-                    cvp_transform_engine::Outcome::Produce(records) => Outcome::Records(records),
-                    cvp_transform_engine::Outcome::Failed(f) => {
-                        let policy = self.policies.get(f.stage).copied().unwrap_or_default();
-                        Outcome::Failed(TransformFailure {
-                            // Only an event bound for the dead-letter topic
-                            // pays for this encoding.
-                            event_json: (policy == OnError::DeadLetter)
-                                .then(|| cvp_proto::json::event_to_json(&ev.event)),
-                            transform: f.transform,
-                            reason: f.reason,
-                            error: f.error,
-                            policy,
-                        })
-                    }
-                },
-            })
-            .collect()
+        let mut all: Vec<Option<Delivery>> = (0..batch.len()).map(|_| None).collect();
+        self.settle(batch, |done| {
+            for (i, d) in done {
+                all[i] = Some(d);
+            }
+        });
+        all.into_iter().flatten().collect()
+    }
+
+    /// [`TransformStage::deliveries`] handed to `send` as they are settled
+    /// (see `Chain::process_each`): a batch whose retries take long sends
+    /// its healthy events first.
+    pub fn deliveries_each(&mut self, batch: &[SourceEvent], mut send: impl FnMut(Vec<Delivery>)) {
+        self.settle(batch, |done| {
+            send(done.into_iter().map(|(_, d)| d).collect())
+        });
+    }
+
+    fn settle(&mut self, batch: &[SourceEvent], mut emit: impl FnMut(Vec<(usize, Delivery)>)) {
+        let (topic, json) = (&self.default_topic, self.json_value);
+        let policies = &self.policies;
+        self.chain.process_each(
+            batch,
+            |ev| first_record(topic, json, ev),
+            |done| {
+                emit(
+                    done.into_iter()
+                        .map(|(i, outcome)| (i, delivery(&batch[i], outcome, policies)))
+                        .collect(),
+                )
+            },
+        );
     }
 
     /// Applies a reload request; between batches, so nothing is in flight.
@@ -129,6 +135,36 @@ impl TransformStage {
     }
 }
 
+/// The sink's view of one event's outcome.
+fn delivery(
+    ev: &SourceEvent,
+    outcome: cvp_transform_engine::Outcome,
+    policies: &[OnError],
+) -> Delivery {
+    Delivery {
+        seq: ev.seq,
+        event_key: ev.key().to_string(),
+        changed_at: (ev.op != Op::Deleted).then(|| ev.time()),
+        outcome: match outcome {
+            cvp_transform_engine::Outcome::Produce(records) => Outcome::Records(records),
+            cvp_transform_engine::Outcome::Failed(f) => {
+                let policy = policies.get(f.stage).copied().unwrap_or_default();
+                Outcome::Failed(TransformFailure {
+                    // Only an event bound for the dead-letter topic
+                    // pays for this encoding.
+                    event_json: (policy == OnError::DeadLetter)
+                        .then(|| cvp_proto::json::event_to_json(&ev.event)),
+                    transform: f.transform,
+                    reason: f.reason,
+                    error: f.error,
+                    policy,
+                })
+            }
+        },
+        held: Default::default(),
+    }
+}
+
 fn first_record(topic: &str, json: bool, ev: &SourceEvent) -> KafkaRecord {
     KafkaRecord {
         topic: topic.to_string(),
@@ -145,9 +181,10 @@ struct ChainMetrics {
     names: Vec<String>,
     call_duration: Vec<Histogram>,
     filtered: Vec<Counter>,
+    logs_suppressed: Vec<Counter>,
 }
 
-const FAILURE_REASONS: [&str; 5] = ["trap", "timeout", "memory", "contract", "error"];
+const FAILURE_REASONS: [&str; 6] = ["trap", "timeout", "memory", "contract", "output", "error"];
 
 impl ChainMetrics {
     fn new(transforms: &[TransformConfig]) -> ChainMetrics {
@@ -198,6 +235,14 @@ impl ChainMetrics {
                         .clone()
                 })
                 .collect(),
+            logs_suppressed: transforms
+                .iter()
+                .map(|t| {
+                    m.transform_log_lines_suppressed
+                        .get_or_create(&metrics::labels([("transform", &t.name)]))
+                        .clone()
+                })
+                .collect(),
         }
     }
 }
@@ -221,6 +266,12 @@ impl ChainObserver for ChainMetrics {
     fn dropped(&self, stage: usize, events: u64) {
         if let Some(c) = self.filtered.get(stage) {
             c.inc_by(events);
+        }
+    }
+
+    fn logs_suppressed(&self, stage: usize, lines: u64) {
+        if let Some(c) = self.logs_suppressed.get(stage) {
+            c.inc_by(lines);
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::hint::black_box;
 
-use cvp_transform_sdk::{export_transform, Config, Event, KafkaRecord, Transform};
+use cvp_transform_sdk::{export_transform, log, Config, Event, KafkaRecord, Transform};
 
 enum Mode {
     /// Keeps 1 MiB for good on every event (triggered or not), like a guest
@@ -14,11 +14,20 @@ enum Mode {
     Spin,
     Hog,
     Error,
+    /// Returns the record with a value of `size` bytes.
+    Big,
+    /// Returns `count` copies of the record.
+    Fanout,
+    /// Logs `count` lines, each with a line break that would forge a log
+    /// line of the host's, and one line of `size` bytes.
+    Flood,
 }
 
 struct Misbehave {
     mode: Mode,
     trigger: String,
+    size: usize,
+    count: usize,
 }
 
 impl Transform for Misbehave {
@@ -34,15 +43,26 @@ impl Transform for Misbehave {
             Some("spin") => Mode::Spin,
             Some("hog") => Mode::Hog,
             Some("error") => Mode::Error,
+            Some("big") => Mode::Big,
+            Some("fanout") => Mode::Fanout,
+            Some("flood") => Mode::Flood,
             other => {
                 return Err(format!(
-                    "mode: invalid value {other:?} (expected leak, trap, spin, hog or error)"
+                    "mode: invalid value {other:?} (expected leak, trap, spin, hog, error, big, fanout or flood)"
                 ))
             }
+        };
+        let number = |key: &str, default: usize| {
+            config
+                .get(key)
+                .map_or(Ok(default), str::parse)
+                .map_err(|e| format!("{key}: {e}"))
         };
         Ok(Misbehave {
             mode,
             trigger: config.get_or("trigger", "MISBEHAVE").to_owned(),
+            size: number("size", 8 << 20)?,
+            count: number("count", 400_000)?,
         })
     }
 
@@ -68,6 +88,22 @@ impl Transform for Misbehave {
             Mode::Spin => spin(),
             Mode::Leak => unreachable!("handled above"),
             Mode::Hog => hog(),
+            Mode::Big => {
+                let mut record = record;
+                record.value = Some(vec![b'x'; self.size]);
+                Ok(vec![record])
+            }
+            Mode::Fanout => Ok(vec![record; self.count]),
+            Mode::Flood => {
+                for i in 0..self.count {
+                    log::info(format!(
+                        "flood {i} of {}\nERROR forged: this line is not the host's",
+                        event.key
+                    ));
+                }
+                log::info("y".repeat(self.size));
+                Ok(vec![record])
+            }
         }
     }
 }

@@ -316,6 +316,9 @@ impl CvpSource {
                     policy: OnError::DeadLetter,
                     event_json: Some(cvp_proto::json::event_to_json(&head.event)),
                 }),
+                // A head of a few hundred bytes: not counted against
+                // pipeline.max_pending_bytes.
+                held: Default::default(),
             });
         }
         match &self.dead_letters {
