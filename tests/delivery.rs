@@ -261,6 +261,9 @@ async fn sigkill_resends_at_most_one_checkpoint_interval() {
             INTERVAL.as_millis()
         ),
     );
+    // UPDATED only: a deletion's record is the event's last state, which
+    // would look like a record sent again.
+    let yaml = yaml.replace("operations: [updated, deleted]", "operations: [updated]");
     let read_cp = || -> Option<serde_json::Value> {
         serde_json::from_str(&std::fs::read_to_string(&cp).ok()?).ok()
     };
