@@ -358,6 +358,10 @@ async fn an_event_over_max_event_size_is_dead_lettered_with_its_key() {
     assert_eq!(ids, [id("ev-1", "small"), id("ev-2", "small too")]);
     let d = &dead[0];
     assert_eq!(d.key_text(), "ev-huge");
+    assert_eq!(
+        d.header("cvp-dead-letter-reason").as_deref(),
+        Some("too-large")
+    );
     assert_eq!(d.header("cvp-transform").as_deref(), Some("source.cvp"));
     assert_eq!(d.header("cvp-failure").as_deref(), Some("too-large"));
     let error = d.header("cvp-error").unwrap();

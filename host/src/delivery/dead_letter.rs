@@ -3,7 +3,9 @@
 //! dropped silently and everything can be replayed.
 //!
 //! Headers (all text):
-//! - `cvp-dead-letter-reason`: `transform-failed` or `undeliverable`
+//! - `cvp-dead-letter-reason`: `transform-failed`, `undeliverable`, or
+//!   `too-large` (an event the CVP source would not forward whole: over
+//!   `source.cvp.max_event_size`; its value is the event's head)
 //! - `cvp-error`: the error message
 //! - `cvp-event-key`: the CVP event key
 //! - `cvp-transform`, `cvp-failure`: the transform and its failure kind
@@ -14,6 +16,10 @@
 
 use crate::metrics;
 use cvp_transform_engine::{Header, KafkaRecord};
+
+/// The name the CVP source gives itself in `cvp-transform` when it sends an
+/// event it will not forward whole to the dead-letter topic.
+pub const SOURCE: &str = "source.cvp";
 
 fn header(key: &str, value: &str) -> Header {
     Header {
@@ -33,12 +39,19 @@ pub fn transform_failed(
     failure: &str,
     error: &str,
 ) -> KafkaRecord {
+    // The source hands its refusals down the same path (it has no
+    // transform); a reader of the topic should not go looking for one.
+    let reason = if transform == SOURCE {
+        "too-large"
+    } else {
+        "transform-failed"
+    };
     KafkaRecord {
         topic: topic.to_string(),
         key: Some(event_key.as_bytes().to_vec()),
         value: event_json,
         headers: vec![
-            header("cvp-dead-letter-reason", "transform-failed"),
+            header("cvp-dead-letter-reason", reason),
             header("cvp-error", error),
             header("cvp-event-key", event_key),
             header("cvp-transform", transform),

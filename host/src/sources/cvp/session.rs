@@ -308,7 +308,7 @@ impl CvpSource {
                 event_key: head.key().to_string(),
                 changed_at: None,
                 outcome: Outcome::Failed(TransformFailure {
-                    transform: "source.cvp".into(),
+                    transform: crate::delivery::dead_letter::SOURCE.into(),
                     reason: "too-large",
                     error: format!(
                         "the event is {size} bytes, over source.cvp.max_event_size ({max})"
