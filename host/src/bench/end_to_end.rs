@@ -6,6 +6,7 @@ use crate::config::{units::ScalarText, ConfigBuilder};
 use crate::delivery::{DeliveryObserver, DeliveryStats};
 use crate::event::Op;
 use crate::pipeline::Pipeline;
+use crate::sinks::kafka::ExactlyOnceConfig;
 use crate::sinks::{KafkaConfig, KafkaSink, Sink, SinkConfig};
 use crate::transforms::{builtin, TransformConfig};
 use anyhow::{anyhow, bail, Context, Result};
@@ -51,6 +52,9 @@ pub enum Kafka {
     /// librdkafka's mock cluster, in this process: what the host costs,
     /// without a broker's.
     Mock,
+    /// The same with `exactly_once`: a record counts when its transaction
+    /// is committed (every 100 ms, or 10,000 records).
+    MockExactlyOnce,
     /// A real broker (tansu in `scripts/bench`).
     Broker(String),
 }
@@ -59,6 +63,7 @@ impl Kafka {
     pub fn describe(&self) -> String {
         match self {
             Kafka::Mock => "mock cluster".into(),
+            Kafka::MockExactlyOnce => "mock cluster, exactly_once".into(),
             Kafka::Broker(b) => format!("broker {b}"),
         }
     }
@@ -69,10 +74,18 @@ impl Kafka {
 
     fn config(&self, topic: &str) -> KafkaConfig {
         match self {
-            Kafka::Mock => {
+            Kafka::Mock | Kafka::MockExactlyOnce => {
                 let mut k = KafkaConfig::new("mock:9092", topic);
                 k.properties
                     .insert("test.mock.num.brokers".into(), ScalarText("1".into()));
+                if matches!(self, Kafka::MockExactlyOnce) {
+                    k.exactly_once = Some(ExactlyOnceConfig {
+                        group: "cvp-bench".into(),
+                        checkpoint_topic: "cvp-bench-checkpoints".into(),
+                        commit_interval: std::time::Duration::from_millis(100),
+                        commit_records: 10_000,
+                    });
+                }
                 k
             }
             Kafka::Broker(b) => KafkaConfig::new(b.as_str(), topic),
@@ -298,6 +311,7 @@ async fn pipeline(
         SinkConfig::Kafka(k) => {
             let kafka = KafkaSink::new(k)?;
             kafka.probe().await;
+            kafka.begin(k).await?;
             Sink::Kafka(kafka)
         }
         other => other.start(&watch).await?,

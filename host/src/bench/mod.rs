@@ -22,7 +22,7 @@ use anyhow::Result;
 use end_to_end::{Kafka, Scenario};
 
 pub async fn run(args: BenchArgs) -> Result<()> {
-    let mut kafkas = vec![Kafka::Mock];
+    let mut kafkas = vec![Kafka::Mock, Kafka::MockExactlyOnce];
     if let Some(b) = &args.brokers {
         kafkas.push(Kafka::Broker(b.clone()));
     }

@@ -109,6 +109,9 @@ pub struct Ledger {
     topics: std::collections::HashMap<String, (Counter, Counter)>,
     /// Topics beyond `metrics::MAX_TOPIC_SERIES`.
     other_topics: Option<(Counter, Counter)>,
+    /// Acknowledgements the observer hears of at the next commit (see
+    /// [`Ledger::observe_at_commit`]).
+    unobserved: Option<Vec<Option<i64>>>,
 }
 
 impl Ledger {
@@ -127,6 +130,7 @@ impl Ledger {
             sink,
             topics: std::collections::HashMap::new(),
             other_topics: None,
+            unobserved: None,
         }
     }
 
@@ -244,9 +248,28 @@ impl Ledger {
         self.stats.produced += 1;
         self.counters(topic).0.inc();
         if let Some(o) = &self.observer {
-            o.acknowledged(changed_at);
+            match &mut self.unobserved {
+                Some(held) => held.push(changed_at),
+                None => o.acknowledged(changed_at),
+            }
         }
         self.tracker.lock().settle(seq);
+    }
+
+    /// For a sink whose records are seen only when it commits (Kafka with
+    /// exactly_once): the observer hears of acknowledgements at
+    /// [`Ledger::committed`], not as they come.
+    pub fn observe_at_commit(&mut self) {
+        self.unobserved.get_or_insert_with(Vec::new);
+    }
+
+    /// What was acknowledged since the last commit is now visible.
+    pub fn committed(&mut self) {
+        if let (Some(o), Some(held)) = (&self.observer, &mut self.unobserved) {
+            for changed_at in held.drain(..) {
+                o.acknowledged(changed_at);
+            }
+        }
     }
 
     /// One record of event `seq`, bound for `topic`, is settled without

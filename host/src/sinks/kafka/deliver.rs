@@ -133,6 +133,9 @@ impl KafkaSink {
         let mut commit_tick = tokio::time::interval(commit_every);
         commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let transactional = self.exactly_once.is_some();
+        if transactional {
+            state.ledger.observe_at_commit();
+        }
         let result: Result<()> = async {
             loop {
                 tokio::select! {
@@ -249,6 +252,7 @@ impl KafkaSink {
             }
         }
         super::transaction::commit(&self.producer).await?;
+        state.ledger.committed();
         state.in_transaction = 0;
         if let Some(cp) = checkpoint {
             state.committed_up_to = cp.delivered_up_to;

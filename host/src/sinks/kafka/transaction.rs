@@ -37,7 +37,12 @@ pub async fn begin<C: rdkafka::ClientContext + 'static>(
     eos: &ExactlyOnceConfig,
     producer: &FutureProducer<C>,
 ) -> Result<()> {
-    create_checkpoint_topic(cfg, eos).await?;
+    // librdkafka's built-in mock cluster (`test.mock.num.brokers`, the
+    // bench) lives inside the producer: no other client reaches it, and it
+    // makes topics itself.
+    if !cfg.properties.contains_key("test.mock.num.brokers") {
+        create_checkpoint_topic(cfg, eos).await?;
+    }
     let producer = producer.clone();
     let group = eos.group.clone();
     tokio::task::spawn_blocking(move || {
