@@ -262,7 +262,7 @@ impl Broker {
             self.client_config().create().expect("producer");
         // This call's own sentinel: an earlier call's, already in the
         // topic, must not end this one's reading.
-        let mine = format!("{}", rand_nonce());
+        let mine = unique_number().to_string();
         for p in 0..partitions {
             producer
                 .send(
@@ -311,7 +311,7 @@ impl Drop for Broker {
 }
 
 /// A number no other call in this run has had.
-fn rand_nonce() -> u64 {
+fn unique_number() -> u64 {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     (std::process::id() as u64) << 32 | n

@@ -97,13 +97,9 @@ impl CheckpointWriter {
     /// (duplicates, not loss); but /ready says so until one succeeds, and
     /// a run whose last write failed exits with an error.
     pub fn maybe_write(&mut self, tracker: &SharedTracker, force: bool) -> bool {
-        let cp = {
-            let tracker = tracker.lock();
-            let watermark = tracker.resume_point();
-            if watermark == 0 || (watermark == self.written_watermark && !force) {
-                return true;
-            }
-            Checkpoint::new(watermark, tracker.delivered_beyond(watermark))
+        let cp = match Checkpoint::of(&tracker.lock()) {
+            Some(cp) if force || cp.delivered_up_to != self.written_watermark => cp,
+            _ => return true,
         };
         let watermark = cp.delivered_up_to;
         let written = write(&self.path, &cp);
@@ -140,6 +136,12 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
+    /// What the tracker says is delivered; `None` before the first event.
+    pub fn of(tracker: &super::Tracker) -> Option<Checkpoint> {
+        let watermark = tracker.resume_point();
+        (watermark > 0).then(|| Checkpoint::new(watermark, tracker.delivered_beyond(watermark)))
+    }
+
     pub fn new(delivered_up_to: i64, also_delivered: Vec<(String, i64)>) -> Checkpoint {
         Checkpoint {
             version: VERSION,

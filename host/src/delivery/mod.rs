@@ -303,10 +303,7 @@ impl Ledger {
     /// for a sink that keeps it elsewhere (Kafka, with exactly_once);
     /// `None` before the first delivered event.
     pub fn checkpoint_now(&self) -> Option<checkpoint::Checkpoint> {
-        let tracker = self.tracker.lock();
-        let watermark = tracker.resume_point();
-        (watermark > 0)
-            .then(|| checkpoint::Checkpoint::new(watermark, tracker.delivered_beyond(watermark)))
+        checkpoint::Checkpoint::of(&self.tracker.lock())
     }
 
     /// At the end of a run: the last progress, the checkpoint written

@@ -197,7 +197,10 @@ impl KafkaSink {
         publish_queue_depth(pending.len());
         if transactional {
             if drained {
-                self.commit(&mut pending, &mut state).await?;
+                if let Err(e) = self.commit(&mut pending, &mut state).await {
+                    super::transaction::abort(&self.producer).await;
+                    return Err(e);
+                }
             } else {
                 // Committed, the records still in flight would be shown
                 // and then sent again from the older checkpoint.

@@ -178,8 +178,8 @@ pub async fn read_checkpoint(
 }
 
 /// Commits the open transaction and begins the next. An error is fatal to
-/// the run: the transaction is aborted (its records stay invisible) and the
-/// next start resumes from the last committed checkpoint.
+/// the run: the caller aborts the transaction ([`abort`]; its records stay
+/// invisible) and the next start resumes from the last committed checkpoint.
 pub async fn commit<C: rdkafka::ClientContext + 'static>(
     producer: &FutureProducer<C>,
 ) -> Result<()> {
@@ -190,7 +190,6 @@ pub async fn commit<C: rdkafka::ClientContext + 'static>(
                 e.rdkafka_error_code(),
                 Some(RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch)
             );
-            let _ = producer.abort_transaction(Timeout::After(COORDINATOR_TIMEOUT));
             if fenced {
                 bail!("another instance of this exactly_once group has taken over (this producer is fenced); stopping without writing more");
             }
@@ -216,6 +215,13 @@ pub async fn abort<C: rdkafka::ClientContext + 'static>(producer: &FutureProduce
     })
     .await;
     if let Ok(Err(e)) = aborted {
+        // A fenced producer's transaction is already ended by Kafka.
+        if matches!(
+            e.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch)
+        ) {
+            return;
+        }
         tracing::warn!("could not abort the open transaction ({e}); Kafka aborts it when its timeout passes or the next start registers");
     }
 }

@@ -40,11 +40,7 @@ pub fn client_config(cfg: &TlsConfig, alpn: &[&[u8]]) -> Result<ClientConfig> {
         .context("TLS setup")?;
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(WebPkiOrPinned {
-                webpki,
-                pinned,
-                provider,
-            }))
+            .with_custom_certificate_verifier(Arc::new(WebPkiOrPinned { webpki, pinned }))
             .with_no_client_auth()
     };
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
@@ -103,7 +99,6 @@ pub fn server_name(cfg: &TlsConfig, host: &str) -> Result<ServerName<'static>> {
 struct WebPkiOrPinned {
     webpki: Arc<rustls::client::WebPkiServerVerifier>,
     pinned: Vec<CertificateDer<'static>>,
-    provider: Arc<CryptoProvider>,
 }
 
 impl ServerCertVerifier for WebPkiOrPinned {
@@ -156,18 +151,14 @@ impl ServerCertVerifier for WebPkiOrPinned {
         Ok(ServerCertVerified::assertion())
     }
 
+    // Handshake signatures are checked as WebPKI checks them.
     fn verify_tls12_signature(
         &self,
         message: &[u8],
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.webpki.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -176,18 +167,11 @@ impl ServerCertVerifier for WebPkiOrPinned {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.webpki.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.webpki.supported_verify_schemes()
     }
 }
 
