@@ -318,7 +318,13 @@ async fn backpressure_bounds_memory_while_server_is_away() {
     assert_eq!((stats.events, stats.produced), (N as u64, N as u64));
     let (lost, duplicates) = tally(&keys(&ts, &topic).await, N);
     assert_eq!(lost, Vec::<String>::new(), "lost records");
-    assert!(duplicates <= IN_FLIGHT, "{duplicates} duplicates");
+    // Resent are what the sink held, unanswered, when Redis went away: at
+    // most max_in_flight plus the batch it took below the bound (asserted
+    // above), not max_in_flight alone (CI once saw 281 of 320).
+    assert!(
+        duplicates <= IN_FLIGHT + BATCH,
+        "{duplicates} duplicates: more than the sink may hold"
+    );
     assert_eq!(ts.len(&topic).await as usize, N + duplicates);
 }
 
