@@ -2,7 +2,7 @@
 //! of it this engine accepts.
 
 wasmtime::component::bindgen!({
-    path: "../wit",
+    path: "../wit/0.1",
     world: "transform",
 });
 

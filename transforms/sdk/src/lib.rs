@@ -35,7 +35,7 @@ pub mod log;
 pub mod bindings {
     wit_bindgen::generate!({
         world: "transform",
-        path: "../../wit",
+        path: "../../wit/0.1",
         // The export macro expands in each transform's crate, not here, so
         // the `#[export_name]` functions land in the cdylib that the
         // component is made from.
