@@ -33,6 +33,7 @@ fn events(n: usize, bad: impl Fn(usize) -> bool) -> Vec<SourceEvent> {
             }),
             op: Op::Updated,
             seq: i as u64,
+            enrichment: None,
         })
         .collect()
 }

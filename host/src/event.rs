@@ -1,6 +1,7 @@
 //! The unit that flows through the pipeline: one CloudVision event, merged
 //! into its full state, with the operation that brought it.
 
+use crate::enrichment::Enrichment;
 use cvp_proto::event::Event;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -24,6 +25,9 @@ pub struct SourceEvent {
     /// Its number in the delivery tracker (`delivery/tracker.rs`), given
     /// when the source emits it.
     pub seq: u64,
+    /// The inventory and tags of what it names, when the source joins them
+    /// (`enrichment.rs`).
+    pub enrichment: Option<Arc<Enrichment>>,
 }
 
 impl SourceEvent {

@@ -18,6 +18,7 @@
 
 // The path of an event, in order.
 pub mod delivery;
+pub mod enrichment;
 pub mod event;
 pub mod pipeline;
 pub mod sinks;

@@ -87,6 +87,7 @@ pub fn report(n: usize) -> Result<()> {
             event: std::sync::Arc::new(event),
             op: Op::Updated,
             seq: i as u64,
+            enrichment: None,
         })
         .collect();
     let mut none = chain(&[])?;

@@ -62,6 +62,7 @@ fn event_of(case: &TestCase) -> Result<SourceEvent> {
         event: std::sync::Arc::new(resp.value.unwrap_or_default()),
         op: case.operation,
         seq: 0,
+        enrichment: None,
     })
 }
 

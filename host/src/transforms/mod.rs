@@ -303,6 +303,7 @@ mod tests {
             }),
             op: Op::Updated,
             seq: 0,
+            enrichment: None,
         };
         match stage.process(std::slice::from_ref(&ev)).remove(0) {
             cvp_transform_engine::Outcome::Produce(mut r) if r.len() == 1 => r.remove(0).value,

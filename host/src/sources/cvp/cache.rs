@@ -124,7 +124,13 @@ impl EventCache {
             Op::Updated => self.update(value),
             Op::Deleted => (self.remove(value), None),
         };
-        let ev = SourceEvent { event, op, seq: 0 };
+        let ev = SourceEvent {
+            event,
+            op,
+            seq: 0,
+            enrichment: None,
+            enrichment: None,
+        };
         Some(match too_large {
             None => Applied::Event(ev),
             Some(size) => Applied::TooLarge(ev, size),

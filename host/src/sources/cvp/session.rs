@@ -300,6 +300,7 @@ impl CvpSource {
                 event: Arc::new(head_of(&ev.event)),
                 op: ev.op,
                 seq: 0,
+                enrichment: None,
             };
             drop(ev);
             let seq = register(&mut tracker.lock(), &head, horizon);
@@ -367,6 +368,7 @@ impl CvpSource {
                     event,
                     op: Op::Deleted,
                     seq: 0,
+                    enrichment: None,
                 };
                 self.received.count(&ev);
                 if self.forward.deleted {
