@@ -643,7 +643,12 @@ impl Stage {
                     .into_iter()
                     .enumerate()
                     .map(|(k, o)| {
-                        answer_v02(o, &bases[k], &|| default_value(k), &self.loaded.limits().output)
+                        answer_v02(
+                            o,
+                            &bases[k],
+                            &|| default_value(k),
+                            &self.loaded.limits().output,
+                        )
                     })
                     .collect()
             }),

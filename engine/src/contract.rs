@@ -418,7 +418,10 @@ mod tests {
     fn reads_are_parsed_and_unknown_names_refused() {
         let r = Reads::parse(&["title", "data.deviceId", "data.a", "value"]).unwrap();
         assert!(r.title && r.value && !r.description && !r.headers);
-        assert_eq!(r.data, DataReads::Named(vec!["a".into(), "deviceId".into()]));
+        assert_eq!(
+            r.data,
+            DataReads::Named(vec!["a".into(), "deviceId".into()])
+        );
         assert!(r.data.wants("deviceId") && !r.data.wants("other"));
         assert_eq!(
             Reads::parse(&["data", "data.x"]).unwrap().data,

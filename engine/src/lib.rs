@@ -29,8 +29,8 @@ pub use bindings::{
 pub use cache::CompileCache;
 pub use chain::{Chain, ChainEvent, ChainObserver, Failure, First, NoObserver, Outcome};
 pub use contract::{
-    ComponentView, DataReads, DeviceView, EventView, InterfaceView, Operation02, Reads,
-    Severity02, StreamingStatus, TagCreator, TagView,
+    ComponentView, DataReads, DeviceView, EventView, InterfaceView, Operation02, Reads, Severity02,
+    StreamingStatus, TagCreator, TagView,
 };
 pub use error::{LoadError, Problem};
 pub use output::{clip, record_bytes};

@@ -306,12 +306,12 @@ impl LoadedTransform {
                     .ok_or_else(|| wasmtime::Error::msg(format!("no export {export}")))?;
                 let index = instance
                     .get_export_index(&mut store, Some(&iface), "process")
-                    .ok_or_else(|| wasmtime::Error::msg(format!("{export} exports no `process`")))?;
-                let process = instance
-                    .get_func(&mut store, index)
                     .ok_or_else(|| {
-                        wasmtime::Error::msg(format!("{export}'s `process` is not a function"))
+                        wasmtime::Error::msg(format!("{export} exports no `process`"))
                     })?;
+                let process = instance.get_func(&mut store, index).ok_or_else(|| {
+                    wasmtime::Error::msg(format!("{export}'s `process` is not a function"))
+                })?;
                 Ok(Bound::V02 { bindings, process })
             })(),
         };

@@ -139,7 +139,10 @@ fn matches(got: &KafkaRecord, want: &ExpectedRecord) -> Result<(), String> {
     }
     if let Some(value) = &want.value {
         if text(&got.value).as_ref() != Some(value) {
-            return Err(format!("value is {}, expected {value:?}", shown(&got.value)));
+            return Err(format!(
+                "value is {}, expected {value:?}",
+                shown(&got.value)
+            ));
         }
     }
     if let Some(expected) = &want.value_json {
@@ -194,7 +197,12 @@ fn matches(got: &KafkaRecord, want: &ExpectedRecord) -> Result<(), String> {
 
 /// The places where `actual` differs from `expected`, as JSON paths
 /// (`.a.b[2]`): a field-level diff instead of two whole documents.
-fn json_diff(path: &str, expected: &serde_json::Value, actual: &serde_json::Value, out: &mut Vec<String>) {
+fn json_diff(
+    path: &str,
+    expected: &serde_json::Value,
+    actual: &serde_json::Value,
+    out: &mut Vec<String>,
+) {
     use serde_json::Value;
     const MOST: usize = 10;
     if out.len() >= MOST {

@@ -99,6 +99,21 @@ fn declared(r: &Reads) -> String {
     )
 }
 
+/// An enum case as the WIT file names it (`warning`), from its Rust
+/// debug form (`Severity::Warning`).
+fn case(v: impl std::fmt::Debug) -> String {
+    let debug = format!("{v:?}");
+    let name = debug.rsplit("::").next().unwrap_or(&debug);
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            out.push('-');
+        }
+        out.extend(c.to_lowercase());
+    }
+    out
+}
+
 fn pairs(p: &[(&str, &str)]) -> Value {
     Value::Array(p.iter().map(|(k, v)| json!([k, v])).collect())
 }
@@ -106,7 +121,7 @@ fn pairs(p: &[(&str, &str)]) -> Value {
 fn tags(t: &[TagView<'_>]) -> Value {
     Value::Array(
         t.iter()
-            .map(|t| json!({"label": t.label, "value": t.value, "creator": format!("{:?}", t.creator).to_lowercase()}))
+            .map(|t| json!({"label": t.label, "value": t.value, "creator": case(t.creator)}))
             .collect(),
     )
 }
@@ -116,8 +131,8 @@ pub fn event_json(v: &EventView<'_>) -> Value {
     json!({
         "key": v.key,
         "timestamp": v.timestamp,
-        "operation": format!("{:?}", v.operation).to_lowercase(),
-        "severity": format!("{:?}", v.severity).to_lowercase(),
+        "operation": case(v.operation),
+        "severity": case(v.severity),
         "severity-code": v.severity_code,
         "last-updated-time": v.last_updated_time,
         "delete-time": v.delete_time,
@@ -137,7 +152,7 @@ pub fn event_json(v: &EventView<'_>) -> Value {
             "software-version": d.software_version,
             "hardware-revision": d.hardware_revision,
             "system-mac-address": d.system_mac_address,
-            "streaming-status": format!("{:?}", d.streaming_status).to_lowercase(),
+            "streaming-status": case(d.streaming_status),
             "tags": tags(&d.tags),
         })).collect::<Vec<_>>()),
         "interfaces": v.interfaces.as_ref().map(|i| i.iter().map(|i| json!({

@@ -78,7 +78,13 @@ impl TransformStage {
     }
 
     /// What each transform declared it reads (`transform inspect`).
-    pub fn reads(&self) -> Vec<(String, cvp_transform_engine::Contract, cvp_transform_engine::Reads)> {
+    pub fn reads(
+        &self,
+    ) -> Vec<(
+        String,
+        cvp_transform_engine::Contract,
+        cvp_transform_engine::Reads,
+    )> {
         self.chain.reads()
     }
 
@@ -105,17 +111,13 @@ impl TransformStage {
 
     fn settle(&mut self, batch: &[SourceEvent], mut emit: impl FnMut(Vec<(usize, Delivery)>)) {
         let policies = &self.policies;
-        self.chain.process_each(
-            batch,
-            &self.first,
-            |done| {
-                emit(
-                    done.into_iter()
-                        .map(|(i, outcome)| (i, delivery(&batch[i], outcome, policies)))
-                        .collect(),
-                )
-            },
-        );
+        self.chain.process_each(batch, &self.first, |done| {
+            emit(
+                done.into_iter()
+                    .map(|(i, outcome)| (i, delivery(&batch[i], outcome, policies)))
+                    .collect(),
+            )
+        });
     }
 
     /// Applies a reload request; between batches, so nothing is in flight.
@@ -378,10 +380,7 @@ mod tests {
     }
 
     fn wasm(name: &str) -> TransformConfig {
-        TransformConfig::new(
-            name,
-            format!("{}/{name}.wasm", env!("CVP_STREAM_WASM_DIR")),
-        )
+        TransformConfig::new(name, format!("{}/{name}.wasm", env!("CVP_STREAM_WASM_DIR")))
     }
 
     /// Contract 0.2: the default value (the event as JSON) is built only
@@ -400,7 +399,8 @@ mod tests {
         let run = |specs: &[TransformConfig]| {
             built.set(0);
             let specs: Vec<_> = specs.iter().map(|t| t.spec().unwrap()).collect();
-            let mut chain = Chain::load(&specs, Box::new(cvp_transform_engine::NoObserver)).unwrap();
+            let mut chain =
+                Chain::load(&specs, Box::new(cvp_transform_engine::NoObserver)).unwrap();
             let out = chain.process(&[Counting(&ev, &built)], &first);
             (built.get(), format!("{out:?}"))
         };
@@ -439,11 +439,8 @@ mod tests {
         leak.limits.memory = 48 << 20;
         leak.limits.recycle_memory = 16 << 20;
         let count = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
-        let mut chain = Chain::load(
-            &[leak.spec().unwrap()],
-            Box::new(Recycles(count.clone())),
-        )
-        .unwrap();
+        let mut chain =
+            Chain::load(&[leak.spec().unwrap()], Box::new(Recycles(count.clone()))).unwrap();
         let first = First {
             topic: "t".into(),
             default_value: true,
@@ -454,7 +451,10 @@ mod tests {
             assert!(matches!(&out[0], cvp_transform_engine::Outcome::Produce(r) if r.len() == 1));
         }
         let n = count.load(std::sync::atomic::Ordering::Relaxed);
-        assert!((4..=10).contains(&n), "recycled {n} times in 100 MiB of leaks");
+        assert!(
+            (4..=10).contains(&n),
+            "recycled {n} times in 100 MiB of leaks"
+        );
     }
 
     /// The compilation cache serves a second load and replaces a bad entry

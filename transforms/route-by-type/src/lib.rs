@@ -29,11 +29,7 @@ impl Transform for RouteByType {
     fn transform(&mut self, event: &Event, _record: &Record) -> Result<Output, String> {
         let event_type = event.event_type().unwrap_or_default();
         let mut patch = Patch::new();
-        if let Some(topic) = self
-            .routes
-            .get(event_type)
-            .or(self.default_topic.as_ref())
-        {
+        if let Some(topic) = self.routes.get(event_type).or(self.default_topic.as_ref()) {
             patch = patch.topic(topic);
         }
         Ok(Output::one(

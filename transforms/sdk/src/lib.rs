@@ -153,7 +153,12 @@ pub mod __private {
             std::panic::set_hook(Box::new(|info| {
                 // One line, message first: the host shows it as the reason
                 // the event failed.
-                let message = info.payload_as_str().unwrap_or("(no message)");
+                let payload = info.payload();
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .copied()
+                    .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+                    .unwrap_or("(no message)");
                 let at = info
                     .location()
                     .map(|l| format!(" (at {}:{})", l.file(), l.line()))
