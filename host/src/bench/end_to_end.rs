@@ -161,14 +161,24 @@ pub struct Throughput {
     pub cores: f64,
 }
 
-/// `events` live events as fast as the simulator can send them.
+/// Where the events come from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Feed {
+    /// The built-in simulator, as `demo` runs it.
+    Simulator,
+    /// Messages encoded up front (`frames.rs`): the host alone.
+    Frames,
+}
+
+/// `events` live events as fast as the feed can send them.
 pub async fn throughput(
     kafka: &Kafka,
     scenario: &Scenario,
     events: u64,
     topic: &str,
+    feed: Feed,
 ) -> Result<Throughput> {
-    throughput_into(&kafka.sink_config(topic), scenario, events).await
+    throughput_from(&kafka.sink_config(topic), scenario, events, feed).await
 }
 
 /// The same into any sink.
@@ -177,8 +187,20 @@ pub async fn throughput_into(
     scenario: &Scenario,
     events: u64,
 ) -> Result<Throughput> {
+    throughput_from(sink, scenario, events, Feed::Simulator).await
+}
+
+async fn throughput_from(
+    sink: &SinkConfig,
+    scenario: &Scenario,
+    events: u64,
+    feed: Feed,
+) -> Result<Throughput> {
     let log = Arc::new(AckLog::default());
-    let (stats, started, cores) = pipeline(sink, scenario, events, 0.0, log.clone()).await?;
+    let (stats, started, cores) = match feed {
+        Feed::Simulator => pipeline(sink, scenario, events, 0.0, log.clone()).await?,
+        Feed::Frames => from_frames(sink, scenario, events, log.clone()).await?,
+    };
     let times = log.inner.lock().unwrap_or_else(|p| p.into_inner());
     let (Some(first), Some(last)) = (times.first, times.last) else {
         bail!("no record was acknowledged");
@@ -260,6 +282,70 @@ pub async fn latency(kafka: &Kafka, rate: f64, seconds: f64, topic: &str) -> Res
         p99: at(0.99),
         p999: at(0.999),
         max: at(1.0),
+    })
+}
+
+/// Runs the pipeline on pre-encoded frames until all `events` are settled.
+async fn from_frames(
+    sink: &SinkConfig,
+    scenario: &Scenario,
+    events: u64,
+    log: Arc<AckLog>,
+) -> Result<(DeliveryStats, Instant, f64)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("cannot open a loopback port")?;
+    let addr = listener.local_addr()?;
+    let frames = super::frames::Frames::new(events);
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(frames.clone().serve(listener, stop.clone()));
+    let config = scenario
+        .transforms
+        .iter()
+        .cloned()
+        .fold(
+            ConfigBuilder::new(addr.to_string())
+                .plaintext()
+                .operations([Op::Updated, Op::Deleted]),
+            ConfigBuilder::transform,
+        )
+        .sink(sink.clone())
+        .build()?;
+    let config = Arc::new(config);
+    let sink = start_sink(&config).await?;
+    let mut pipeline = Pipeline::build_off_runtime(config, sink).await?;
+    pipeline.observe_deliveries(log);
+    let (cpu, wall) = (cpu_seconds(), Instant::now());
+    // The stream ends after the last frame; `once` ends the run there.
+    let stats = pipeline.run(CancellationToken::new(), true).await?;
+    let cores = (cpu_seconds() - cpu) / wall.elapsed().as_secs_f64();
+    stop.cancel();
+    let _ = server.await;
+    let started = frames
+        .started()
+        .ok_or_else(|| anyhow!("the feed was never subscribed to"))?;
+    if stats.events != events || stats.failed_delivery > 0 || stats.failed_transform > 0 {
+        bail!(
+            "the run lost events: {events} sent, {} received, {} delivery and {} transform failures",
+            stats.events,
+            stats.failed_delivery,
+            stats.failed_transform
+        );
+    }
+    Ok((stats, started, cores))
+}
+
+/// The sink as `run` starts it; Kafka only probed (its health watcher
+/// would outlive the run).
+async fn start_sink(config: &crate::config::Config) -> Result<Sink> {
+    Ok(match &config.sink {
+        SinkConfig::Kafka(k) => {
+            let kafka = KafkaSink::new(k)?;
+            kafka.probe().await;
+            kafka.begin(k).await?;
+            Sink::Kafka(kafka)
+        }
+        other => other.start(&CancellationToken::new()).await?,
     })
 }
 

@@ -13,13 +13,14 @@
 //! `scripts/measure-memory`, which `scripts/bench` runs after this.
 
 mod end_to_end;
+mod frames;
 mod sinks;
 mod stage;
 mod startup;
 
 use crate::commands::bench::BenchArgs;
 use anyhow::Result;
-use end_to_end::{Kafka, Scenario};
+use end_to_end::{Feed, Kafka, Scenario};
 
 pub async fn run(args: BenchArgs) -> Result<()> {
     let mut kafkas = vec![Kafka::Mock, Kafka::MockExactlyOnce];
@@ -54,7 +55,14 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                 let mut runs = Vec::new();
                 for _ in 0..args.runs.max(1) {
                     runs.push(
-                        end_to_end::throughput(kafka, &scenario, args.events, &args.topic).await?,
+                        end_to_end::throughput(
+                            kafka,
+                            &scenario,
+                            args.events,
+                            &args.topic,
+                            Feed::Simulator,
+                        )
+                        .await?,
                     );
                 }
                 runs.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
@@ -80,6 +88,38 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                     r.seconds / one
                 );
             }
+        }
+        println!(
+            "\n### The host alone: pre-encoded CVP messages (bench/frames.rs) instead of the simulator, into the mock cluster\n"
+        );
+        println!("| transforms | records | seconds | events/s | first ack (s) | records/s after it | cores |");
+        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+        for scenario in Scenario::all() {
+            let mut runs = Vec::new();
+            for _ in 0..args.runs.max(1) {
+                runs.push(
+                    end_to_end::throughput(
+                        &Kafka::Mock,
+                        &scenario,
+                        args.events,
+                        &args.topic,
+                        Feed::Frames,
+                    )
+                    .await?,
+                );
+            }
+            runs.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+            let r = runs.swap_remove(runs.len() / 2);
+            println!(
+                "| {} | {} | {:.3} | {:.0} | {:.3} | {:.0} | {:.2} |",
+                scenario.name,
+                r.records,
+                r.seconds,
+                r.events as f64 / r.seconds,
+                r.first_ack,
+                r.steady,
+                r.cores
+            );
         }
         if !args.sinks.is_empty() {
             println!(
