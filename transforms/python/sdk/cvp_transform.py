@@ -34,10 +34,14 @@ What it gives:
   `copy_to()`: the outputs, as changes to the input's record.
 - `process(batch, fn, name)`: one output per input, an exception in one
   event becoming that event's `error` output rather than a trap.
+- `to_json(value)`: JSON text of what the bindings give (dataclasses, enums,
+  bytes), e.g. an event.
 - `apply(record, patch)`: what the host makes of a record and a patch, for
   unit tests that run natively.
 """
 
+import dataclasses as _dataclasses
+import enum as _enum
 import json as _json
 
 from wit_world.imports.types import (
@@ -402,6 +406,33 @@ def process(batch, transform, name=""):
         except Exception as e:  # one bad event must not cost the batch
             out.append(Output_Error(f"{prefix}{type(e).__name__}: {e}"))
     return out
+
+
+def _plain(value):
+    # json.dumps calls this for what it cannot render itself.
+    if isinstance(value, (Event, Record)):
+        return value.raw
+    if _dataclasses.is_dataclass(value):
+        # Fields left None (undeclared, or unset) are left out, as
+        # JSON.stringify leaves out undefined.
+        return {
+            f.name: getattr(value, f.name)
+            for f in _dataclasses.fields(value)
+            if getattr(value, f.name) is not None
+        }
+    if isinstance(value, _enum.Enum):
+        return value.name.lower()
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode(errors="replace")
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def to_json(value):
+    """Compact JSON text of `value`, which may hold what the bindings give:
+    dataclasses (an Event, a Device; None fields left out), enums (their
+    lower-case name, `"error"`), bytes (their UTF-8 text), tuples (arrays).
+    Timestamps are ints, exact."""
+    return _json.dumps(value, default=_plain, separators=(",", ":"), ensure_ascii=False)
 
 
 def apply(record, change):

@@ -108,6 +108,22 @@ def cvp_component(kind, **fields):
     return Component(kind, list(fields.items()))
 
 
+class ToJsonTest(unittest.TestCase):
+    def test_event_with_enums_bytes_and_big_ints(self):
+        cvp.reads("title", "devices")
+        ev = cvp.Event(event(timestamp=1732500000123456789, title="T", json=b"{}",
+                             devices=[device("D1", "leaf1", tags=[("site", "dc1")])]))
+        self.assertEqual(
+            cvp.to_json(ev),
+            '{"key":"k","timestamp":1732500000123456789,"operation":"updated",'
+            '"severity":"info","severity_code":2,"last_updated_time":1,"delete_time":0,'
+            '"title":"T","json":"{}","devices":[{"id":"D1","hostname":"leaf1",'
+            '"streaming_status":"active","tags":[{"label":"site","value":"dc1","creator":"user"}]}]}',
+        )
+        self.assertEqual(cvp.to_json({"a": (1, None)}), '{"a":[1,null]}')
+        self.assertRaises(TypeError, cvp.to_json, object())
+
+
 class RecordTest(unittest.TestCase):
     def test_value_and_headers_need_declaring(self):
         cvp.reads("title")
