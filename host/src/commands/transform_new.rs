@@ -31,8 +31,6 @@ pub struct TransformNewArgs {
 /// tools read it); Rust projects get it through the SDK crate.
 const WIT: &str = include_str!("../../../wit/transform.wit");
 
-// Copy: the Python and JavaScript lists are built from the templates! ones.
-#[derive(Clone, Copy)]
 struct Template {
     path: &'static str,
     text: &'static str,
@@ -50,40 +48,34 @@ const RUST: &[Template] = templates![
     "rust/src/lib.rs",
     "rust/README.md"
 ];
-const PYTHON: &[Template] = &[
-    TEMPLATES_PYTHON[0],
-    TEMPLATES_PYTHON[1],
-    TEMPLATES_PYTHON[2],
-    // The SDK helpers, vendored so that the project builds anywhere; the
-    // same file as transforms/python/sdk, so the two cannot drift apart.
-    Template {
-        path: "python/cvp_transform.py",
-        text: include_str!("../../../transforms/python/sdk/cvp_transform.py"),
-    },
-];
-const TEMPLATES_PYTHON: &[Template] =
-    templates!["python/app.py", "python/build.sh", "python/README.md"];
-const JS: &[Template] = &[
-    TEMPLATES_JS[0],
-    TEMPLATES_JS[1],
-    TEMPLATES_JS[2],
-    TEMPLATES_JS[3],
-    // The SDK helpers and the bundler's config, vendored like Python's.
-    Template {
-        path: "js/cvp-transform.js",
-        text: include_str!("../../../transforms/js/sdk/cvp-transform.js"),
-    },
-    Template {
-        path: "js/bundle.config.mjs",
-        text: include_str!("../../../transforms/js/sdk/bundle.config.mjs"),
-    },
-];
-const TEMPLATES_JS: &[Template] = templates![
-    "js/transform.js",
-    "js/package.json",
-    "js/build.sh",
-    "js/README.md"
-];
+/// A Python or JavaScript project gets the templates and a copy of its SDK
+/// helpers, so that it builds anywhere. The helpers are embedded from
+/// transforms/*/sdk, where the examples use them: one file, no drift.
+macro_rules! with_sdk {
+    ([$($path:literal),* $(,)?], [$($sdk_path:literal => $sdk_file:literal),* $(,)?]) => {
+        &[
+            $(Template { path: $path, text: include_str!(concat!("../../templates/", $path)) },)*
+            $(Template { path: $sdk_path, text: include_str!(concat!("../../../transforms/", $sdk_file)) },)*
+        ]
+    };
+}
+
+const PYTHON: &[Template] = with_sdk!(
+    ["python/app.py", "python/build.sh", "python/README.md"],
+    ["python/cvp_transform.py" => "python/sdk/cvp_transform.py"]
+);
+const JS: &[Template] = with_sdk!(
+    [
+        "js/transform.js",
+        "js/package.json",
+        "js/build.sh",
+        "js/README.md"
+    ],
+    [
+        "js/cvp-transform.js" => "js/sdk/cvp-transform.js",
+        "js/bundle.config.mjs" => "js/sdk/bundle.config.mjs",
+    ]
+);
 
 pub fn run(args: TransformNewArgs) -> Result<()> {
     let name = &args.name;
