@@ -309,7 +309,7 @@ fn declarative_pipeline_tests() {
     let (status, stdout, stderr) = run_config("test", &wrong);
     assert_eq!(status.code(), Some(1));
     assert!(
-        stdout.contains("FAIL  a deleted critical event still carries its title: record 1: key is Some(\"BGP Peer Session Down\"), expected \"BGP Peer Down\""),
+        stdout.contains("FAIL  a deleted critical event still carries its title: record 1: key is \"BGP Peer Session Down\", expected \"BGP Peer Down\""),
         "{stdout}"
     );
     assert!(stdout.ends_with("2 passed, 1 failed\n"), "{stdout}");
@@ -317,6 +317,103 @@ fn declarative_pipeline_tests() {
         stderr.contains("error: 1 of 3 pipeline tests failed"),
         "{stderr}"
     );
+}
+
+/// A component built for contract 0.1 by the previous release's SDK still
+/// runs, with one deprecation line, and produces exactly what the 0.2 build
+/// of the same transform produces.
+#[test]
+fn a_0_1_component_still_runs_and_agrees_with_its_0_2_build() {
+    let new = transform_test(wasm("title_to_key"), &[]).assert_success();
+    let old = transform_test(wasm("title_to_key_01"), &[]).assert_success();
+    assert_eq!(old.lines, new.lines);
+    assert_eq!(new.lines.len(), 9);
+    assert!(
+        old.stderr
+            .contains("is built for contract 0.1, which still runs but is deprecated"),
+        "{}",
+        old.stderr
+    );
+    assert!(!new.stderr.contains("deprecated"), "{}", new.stderr);
+}
+
+/// `transform inspect` shows an event as a component receives it: the
+/// fields it declared filled, the others null, every one by its WIT name.
+#[test]
+fn transform_inspect_shows_what_a_transform_receives() {
+    let (status, stdout, stderr) = run_to_end(&[
+        "transform",
+        "inspect",
+        wasm("title_to_key").to_str().unwrap(),
+        "--limit",
+        "1",
+    ]);
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stdout.starts_with("# reads: title, description."),
+        "{stdout}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout.lines().skip(1).collect::<Vec<_>>().join("\n"))
+            .unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let event = &json["event"];
+    assert_eq!(
+        event["title"],
+        "Interface Exceeded Outbound Utilization Threshold"
+    );
+    assert_eq!(event["severity"], "warning");
+    assert_eq!(event["event-type"], serde_json::Value::Null);
+    assert_eq!(event["components"], serde_json::Value::Null);
+    assert_eq!(json["record"]["value"], serde_json::Value::Null);
+
+    let (status, stdout, _) = run_to_end(&[
+        "transform",
+        "inspect",
+        "--reads",
+        "data.deviceId,components",
+        "--limit",
+        "1",
+    ]);
+    assert!(status.success());
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout.lines().skip(1).collect::<Vec<_>>().join("\n")).unwrap();
+    let event = &json["event"];
+    assert_eq!(event["title"], serde_json::Value::Null);
+    assert_eq!(
+        event["data"],
+        serde_json::json!([["deviceId", "JPE19181520"]])
+    );
+    assert_eq!(
+        event["components"][0]["kind"], "COMPONENT_TYPE_INTERFACE",
+        "{stdout}"
+    );
+}
+
+/// `transform test --jsonl` is one JSON object per record, the value as
+/// JSON; `--pretty` puts the value, indented, under its record.
+#[test]
+fn transform_test_jsonl_and_pretty() {
+    let out = transform_test("builtin:title-to-key", &["--jsonl"]).assert_success();
+    let first: serde_json::Value = serde_json::from_str(&out.lines[0]).unwrap();
+    assert_eq!(
+        first,
+        serde_json::json!({
+            "event": "a1f3c2e0d9b84e11",
+            "operation": "UPDATED",
+            "topic": "cvp-events",
+            "key": "Interface Exceeded Outbound Utilization Threshold",
+            "headers": {},
+            "value": "Interface outOctets bandwidth utilization (98.80548%) exceeded threshold of 98%",
+        })
+    );
+    let out = transform_test(wasm("route_by_type"), &["--pretty"]).assert_success();
+    assert!(
+        out.lines[0].ends_with("headers=[cvp-event-type=HIGH_INTF_OUT_UTIL, cvp-severity=warning, cvp-event-key=a1f3c2e0d9b84e11]"),
+        "{:#?}",
+        out.lines
+    );
+    assert_eq!(out.lines[1], "    value:");
+    assert_eq!(out.lines[2], "      {");
 }
 
 /// `transform new` makes a project that builds with its own command and
@@ -370,7 +467,7 @@ fn scaffold_builds_and_works(lang: &str, build: &[&str], wasm_at: &str) {
     assert!(
         lines
             .iter()
-            .all(|l| l.ends_with("headers=[x-transform=my-filter]")),
+            .all(|l| l.contains("  headers=[x-transform=my-filter]  value=")),
         "{lines:#?}"
     );
     let lines = transform_test(&wasm, &["--config", "min_severity=error"])
@@ -440,12 +537,12 @@ async fn guest_stderr_is_fine_everywhere() {
 #[test]
 fn component_for_another_wit_version_is_refused() {
     let mut bytes = std::fs::read(wasm("title_to_key")).unwrap();
-    let (from, to) = (b"cvp-stream:transform/".as_slice(), b"@0.1.0".as_slice());
+    let (from, to) = (b"cvp-stream:transform/".as_slice(), b"@0.2.0".as_slice());
     let mut patched = 0;
     let mut i = 0;
     while let Some(at) = bytes[i..].windows(from.len()).position(|w| w == from) {
         let start = i + at + from.len();
-        // `cvp-stream:transform/NAME@0.1.0`: move the version to 0.9.0.
+        // `cvp-stream:transform/NAME@0.2.0`: move the version to 0.9.0.
         if let Some(v) = bytes[start..].iter().take(32).position(|&b| b == b'@') {
             if bytes[start + v..].starts_with(to) {
                 bytes[start + v + 3] = b'9';
@@ -462,7 +559,7 @@ fn component_for_another_wit_version_is_refused() {
     let path = dir.path().join("old.wasm");
     std::fs::write(&path, &bytes).unwrap();
     transform_test(&path, &[]).assert_failure_with(
-        "was built for cvp-stream:transform@0.9.0; this cvp-stream accepts cvp-stream:transform@0.1.0 (0.1.x)",
+        "was built for cvp-stream:transform@0.9.0; this cvp-stream accepts cvp-stream:transform 0.2.x and 0.1.x",
     );
 }
 

@@ -10,19 +10,57 @@
 //! full of looping events delivers its healthy ones as it goes instead of
 //! holding them all.
 
-use crate::bindings::{Input, KafkaRecord, Output, WitEvent};
+use crate::bindings::{Contract, Input, KafkaRecord, Output, WitEvent};
+use crate::contract::{Draft, EventView, InputView, Output02, Reads};
 use crate::error::LoadError;
 use crate::runtime::{Fault, Instance, LoadedTransform, Runtime};
 use crate::spec::TransformSpec;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 /// An event the chain can hand to transforms.
 pub trait ChainEvent {
-    /// The event as the WIT world describes it.
+    /// The event as contract 0.1 describes it: every field, owned.
     fn to_wit(&self) -> WitEvent;
+    /// The event as contract 0.2 describes it: the optional fields that
+    /// `reads` names, the others `None`, borrowed from the event.
+    fn view(&self, reads: &Reads) -> EventView<'_>;
     /// Names the event in log lines about it.
     fn key(&self) -> &str;
+    /// Its default record value (the event as JSON), built only when a
+    /// transform reads it or a record keeps it to the end of the chain.
+    fn default_value(&self) -> Option<Vec<u8>>;
+}
+
+/// The record every event starts down the chain with: `topic`, key = the
+/// event's key, no headers, and value = [`ChainEvent::default_value`] when
+/// `default_value` is set (else a null value).
+#[derive(Debug, Clone)]
+pub struct First {
+    pub topic: String,
+    pub default_value: bool,
+}
+
+impl First {
+    fn draft<E: ChainEvent>(&self, ev: &E) -> Draft {
+        Draft {
+            record: KafkaRecord {
+                topic: self.topic.clone(),
+                key: Some(ev.key().as_bytes().to_vec()),
+                value: None,
+                headers: Vec::new(),
+            },
+            lazy: self.default_value,
+        }
+    }
+
+    /// The record an event becomes when no transform changes it.
+    pub fn record<E: ChainEvent>(&self, ev: &E) -> KafkaRecord {
+        let mut d = self.draft(ev);
+        d.materialise(|| ev.default_value());
+        d.record
+    }
 }
 
 /// What the chain reports as it works: the caller's metrics. Transforms
@@ -39,6 +77,9 @@ pub trait ChainObserver: Send {
     /// Transform `stage` logged `lines` lines beyond its allowance, which
     /// were not written.
     fn logs_suppressed(&self, _stage: usize, _lines: u64) {}
+    /// Transform `stage`'s instance was replaced by a fresh one because
+    /// its linear memory (which never shrinks) passed the high-water mark.
+    fn recycled(&self, _stage: usize) {}
 }
 
 /// Reports nothing: for tools that only look at the outcomes.
@@ -80,6 +121,13 @@ struct Stage {
     modified: Option<SystemTime>,
     loaded: LoadedTransform,
     instance: Option<Instance>,
+    /// What the transform declared it reads (its first instance's answer).
+    reads: Arc<Reads>,
+    /// Past this many bytes of linear memory an instance is replaced after
+    /// its call: `limits.recycle_memory`, but never less than twice what a
+    /// fresh instance holds (or a large interpreter would be rebuilt on
+    /// every call).
+    recycle_at: u64,
     /// Log lines suppressed since the last warning about them, and when
     /// that was: the warning itself must not flood.
     suppressed: u64,
@@ -98,6 +146,11 @@ impl Stage {
             index,
             spec: spec.clone(),
             modified,
+            reads: instance.reads().clone(),
+            recycle_at: spec
+                .limits
+                .recycle_memory
+                .max(instance.memory_in_use().saturating_mul(2)),
             loaded,
             instance: Some(instance),
             suppressed: 0,
@@ -179,16 +232,26 @@ impl Chain {
             .collect()
     }
 
-    /// One outcome per event, in order. `first_record` makes the record an
-    /// event starts down the chain with (what is produced when the chain is
+    /// What each transform declared it reads, in chain order.
+    pub fn reads(&self) -> Vec<(String, Contract, Reads)> {
+        self.stages
+            .iter()
+            .map(|s| {
+                (
+                    s.spec.name.clone(),
+                    s.loaded.contract(),
+                    s.reads.as_ref().clone(),
+                )
+            })
+            .collect()
+    }
+
+    /// One outcome per event, in order. `first` is the record an event
+    /// starts down the chain with (what is produced when the chain is
     /// empty).
-    pub fn process<E: ChainEvent>(
-        &mut self,
-        batch: &[E],
-        first_record: impl Fn(&E) -> KafkaRecord,
-    ) -> Vec<Outcome> {
+    pub fn process<E: ChainEvent>(&mut self, batch: &[E], first: &First) -> Vec<Outcome> {
         let mut outcomes: Vec<Option<Outcome>> = (0..batch.len()).map(|_| None).collect();
-        self.process_each(batch, first_record, |done| {
+        self.process_each(batch, first, |done| {
             for (i, o) in done {
                 outcomes[i] = Some(o);
             }
@@ -207,13 +270,13 @@ impl Chain {
     pub fn process_each<E: ChainEvent>(
         &mut self,
         batch: &[E],
-        first_record: impl Fn(&E) -> KafkaRecord,
+        first: &First,
         mut emit: impl FnMut(Vec<(usize, Outcome)>),
     ) {
         let mut pending: Vec<usize> = (0..batch.len()).collect();
         while !pending.is_empty() {
             let events: Vec<&E> = pending.iter().map(|&i| &batch[i]).collect();
-            let outcomes = self.round(&events, &first_record);
+            let outcomes = self.round(&events, first);
             let mut done = Vec::with_capacity(outcomes.len());
             let mut rest = Vec::new();
             for (i, o) in pending.into_iter().zip(outcomes) {
@@ -229,22 +292,19 @@ impl Chain {
 
     /// One pass down the chain; `None` for the events a transform's retry
     /// budget left for the next round. At least one event is settled.
-    fn round<E: ChainEvent>(
-        &mut self,
-        batch: &[&E],
-        first_record: &impl Fn(&E) -> KafkaRecord,
-    ) -> Vec<Option<Outcome>> {
+    fn round<E: ChainEvent>(&mut self, batch: &[&E], first: &First) -> Vec<Option<Outcome>> {
         let mut failed: Vec<Option<Failure>> = vec![None; batch.len()];
         let mut deferred = vec![false; batch.len()];
         // (event index, record) pairs still travelling down the chain.
-        let mut current: Vec<(usize, KafkaRecord)> = batch
+        let mut current: Vec<(usize, Draft)> = batch
             .iter()
             .enumerate()
-            .map(|(i, ev)| (i, first_record(ev)))
+            .map(|(i, ev)| (i, first.draft(*ev)))
             .collect();
         if !self.stages.is_empty() {
-            let mut events: Vec<Option<WitEvent>> =
-                batch.iter().map(|e| Some(e.to_wit())).collect();
+            // 0.1's owned events, made the first time a 0.1 transform
+            // needs them.
+            let mut events: Vec<Option<WitEvent>> = batch.iter().map(|_| None).collect();
             for stage in &mut self.stages {
                 if current.is_empty() {
                     break;
@@ -268,9 +328,10 @@ impl Chain {
                 None => Some(Outcome::Produce(Vec::new())),
             })
             .collect();
-        for (i, rec) in current {
+        for (i, mut draft) in current {
             if let Some(Outcome::Produce(records)) = &mut outcomes[i] {
-                records.push(rec);
+                draft.materialise(|| batch[i].default_value());
+                records.push(draft.record);
             }
         }
         outcomes
@@ -283,32 +344,18 @@ impl Stage {
     /// records leave the chain.
     fn run<E: ChainEvent>(
         &mut self,
-        current: Vec<(usize, KafkaRecord)>,
+        current: Vec<(usize, Draft)>,
         events: &mut [Option<WitEvent>],
         batch: &[&E],
         failed: &mut [Option<Failure>],
         deferred: &mut [bool],
         observer: &dyn ChainObserver,
-    ) -> Vec<(usize, KafkaRecord)> {
-        // Move each event into its first input and clone only for fan-out,
-        // so a 1:1 chain copies nothing; the events are moved back after.
-        let mut owners = Vec::with_capacity(current.len());
-        let mut inputs: Vec<Input> = Vec::with_capacity(current.len());
-        for (i, record) in current {
-            // Records of one event are contiguous, so a fan-out copy clones
-            // the input just before it.
-            let event = match events[i].take() {
-                Some(e) => e,
-                None => match (owners.last(), inputs.last()) {
-                    (Some(&o), Some(prev)) if o == i => prev.event.clone(),
-                    _ => batch[i].to_wit(),
-                },
-            };
-            owners.push(i);
-            inputs.push(Input { event, record });
-        }
-
-        let (results, why) = self.call(&inputs, &owners, observer);
+    ) -> Vec<(usize, Draft)> {
+        let owners: Vec<usize> = current.iter().map(|(i, _)| *i).collect();
+        let (results, why) = match self.loaded.contract() {
+            Contract::V01 => self.run_v01(current, events, batch, &owners, observer),
+            Contract::V02 => self.run_v02(current, batch, &owners, observer),
+        };
         self.report_suppressed_logs(observer);
         // This event and every later one wait for the next round, whole
         // (their records here are dropped).
@@ -330,16 +377,13 @@ impl Stage {
             }
         }
 
-        let mut next = Vec::with_capacity(inputs.len());
+        let mut next = Vec::with_capacity(owners.len());
         // Events that came in with records and leave with none were dropped
         // by this transform; `owners` is in event order.
         let mut dropped = 0;
         let mut last_owner = None;
         let mut kept_last = false;
-        for ((input, i), result) in inputs.into_iter().zip(owners).zip(results) {
-            if events[i].is_none() {
-                events[i] = Some(input.event);
-            }
+        for (i, result) in owners.into_iter().zip(results) {
             if deferred[i] {
                 continue;
             }
@@ -392,6 +436,83 @@ impl Stage {
         next
     }
 
+    /// A 0.1 transform gets every field, owned, and the value built. Each
+    /// event is moved into its first input and cloned only for fan-out, so
+    /// a 1:1 chain of 0.1 transforms copies nothing; the events are moved
+    /// back after.
+    fn run_v01<E: ChainEvent>(
+        &mut self,
+        current: Vec<(usize, Draft)>,
+        events: &mut [Option<WitEvent>],
+        batch: &[&E],
+        owners: &[usize],
+        observer: &dyn ChainObserver,
+    ) -> (Vec<Option<Answer>>, Option<String>) {
+        let mut inputs: Vec<Input> = Vec::with_capacity(current.len());
+        for (k, (i, mut draft)) in current.into_iter().enumerate() {
+            draft.materialise(|| batch[i].default_value());
+            // Records of one event are contiguous, so a fan-out copy clones
+            // the input just before it.
+            let event = match events[i].take() {
+                Some(e) => e,
+                None => match inputs.last() {
+                    Some(prev) if k > 0 && owners[k - 1] == i => prev.event.clone(),
+                    _ => batch[i].to_wit(),
+                },
+            };
+            inputs.push(Input {
+                event,
+                record: draft.record,
+            });
+        }
+        let r = self.call(&Batch::V01(&inputs), owners, observer);
+        for (input, &i) in inputs.into_iter().zip(owners) {
+            if events[i].is_none() {
+                events[i] = Some(input.event);
+            }
+        }
+        r
+    }
+
+    /// A 0.2 transform gets what it declared, borrowed from the event and
+    /// the record; the default value is built only when it reads it.
+    fn run_v02<E: ChainEvent>(
+        &mut self,
+        current: Vec<(usize, Draft)>,
+        batch: &[&E],
+        owners: &[usize],
+        observer: &dyn ChainObserver,
+    ) -> (Vec<Option<Answer>>, Option<String>) {
+        let reads = self.reads.clone();
+        let mut drafts: Vec<Draft> = current.into_iter().map(|(_, d)| d).collect();
+        if reads.value {
+            for (d, &i) in drafts.iter_mut().zip(owners) {
+                d.materialise(|| batch[i].default_value());
+            }
+        }
+        let mut inputs: Vec<InputView<'_>> = Vec::with_capacity(drafts.len());
+        for (k, (d, &i)) in drafts.iter().zip(owners).enumerate() {
+            let event = match inputs.last() {
+                Some(prev) if k > 0 && owners[k - 1] == i => prev.event.clone(),
+                _ => batch[i].view(&reads),
+            };
+            inputs.push(InputView {
+                event,
+                record: d.view(&reads),
+            });
+        }
+        let default_value = |k: usize| batch[owners[k]].default_value();
+        self.call(
+            &Batch::V02 {
+                inputs: &inputs,
+                bases: &drafts,
+                default_value: &default_value,
+            },
+            owners,
+            observer,
+        )
+    }
+
     /// Counts the log lines the guest was refused, and says so in the log
     /// at most every [`SUPPRESSED_REPORT`].
     fn report_suppressed_logs(&mut self, observer: &dyn ChainObserver) {
@@ -423,22 +544,22 @@ impl Stage {
     /// wait). Also says why some wait.
     fn call(
         &mut self,
-        inputs: &[Input],
+        inputs: &Batch<'_, '_>,
         owners: &[usize],
         observer: &dyn ChainObserver,
     ) -> (Vec<Option<Answer>>, Option<String>) {
         let limits = self.loaded.limits().clone();
         let mut spent = Spent::default();
-        if let [input] = inputs {
-            return (vec![Some(self.call_one(input, observer))], None);
+        let len = inputs.len();
+        if len == 1 {
+            return (vec![Some(self.call_one(inputs, observer))], None);
         }
         let fault = match self.call_once(inputs, observer) {
-            Ok(outputs) => {
-                let mut results = Vec::with_capacity(inputs.len());
-                for (k, o) in outputs.into_iter().enumerate() {
-                    let answer = answer(o);
+            Ok(answers) => {
+                let mut results = Vec::with_capacity(len);
+                for (k, answer) in answers.into_iter().enumerate() {
                     if !spent.add(&answer, &limits) && owners[k] != owners[0] {
-                        return (cut(results, inputs.len(), owners), Some(spent.why(&limits)));
+                        return (cut(results, len, owners), Some(spent.why(&limits)));
                     }
                     results.push(Some(answer));
                 }
@@ -448,12 +569,11 @@ impl Stage {
         };
         tracing::warn!(
             transform = &*self.loaded.name,
-            "transform {fault} on a batch of {}; retrying its events one by one",
-            inputs.len()
+            "transform {fault} on a batch of {len}; retrying its events one by one",
         );
         let until = Instant::now() + limits.retry_budget;
-        let mut results = Vec::with_capacity(inputs.len());
-        for (k, input) in inputs.iter().enumerate() {
+        let mut results = Vec::with_capacity(len);
+        for k in 0..len {
             // Stop only between events, and after one: every round settles
             // something.
             let new_event = k > 0 && owners[k] != owners[k - 1];
@@ -462,11 +582,11 @@ impl Stage {
                     "retrying a faulted batch took its whole limits.retry_budget ({})",
                     humantime::format_duration(limits.retry_budget)
                 );
-                return (cut(results, inputs.len(), owners), Some(why));
+                return (cut(results, len, owners), Some(why));
             }
-            let answer = self.call_one(input, observer);
+            let answer = self.call_one(&inputs.one(k), observer);
             if !spent.add(&answer, &limits) && owners[k] != owners[0] {
-                return (cut(results, inputs.len(), owners), Some(spent.why(&limits)));
+                return (cut(results, len, owners), Some(spent.why(&limits)));
             }
             results.push(Some(answer));
         }
@@ -479,18 +599,14 @@ impl Stage {
     /// that event gets a fresh instance before it is blamed. (A trap or a
     /// timeout is the event's own doing; trying it again only doubles what
     /// a looping event costs every other one.)
-    fn call_one(
-        &mut self,
-        input: &Input,
-        observer: &dyn ChainObserver,
-    ) -> Result<Vec<KafkaRecord>, CallError> {
+    fn call_one(&mut self, input: &Batch<'_, '_>, observer: &dyn ChainObserver) -> Answer {
         let was_used = self.instance.as_ref().is_some_and(|i| i.calls() > 0);
-        let mut result = self.call_once(std::slice::from_ref(input), observer);
+        let mut result = self.call_once(input, observer);
         if was_used && matches!(result, Err(Fault::Memory(_))) {
-            result = self.call_once(std::slice::from_ref(input), observer);
+            result = self.call_once(input, observer);
         }
         match result {
-            Ok(mut out) => answer(out.remove(0)),
+            Ok(mut out) => out.remove(0),
             Err(fault) => Err(CallError {
                 reason: fault.reason(),
                 error: fault.to_string(),
@@ -500,9 +616,9 @@ impl Stage {
 
     fn call_once(
         &mut self,
-        inputs: &[Input],
+        inputs: &Batch<'_, '_>,
         observer: &dyn ChainObserver,
-    ) -> Result<Vec<Result<Output, String>>, Fault> {
+    ) -> Result<Vec<Answer>, Fault> {
         let instance = match self.instance.as_mut() {
             Some(i) => i,
             None => {
@@ -514,17 +630,87 @@ impl Stage {
             }
         };
         let started = Instant::now();
-        let result = instance.process(inputs);
+        let result = match inputs {
+            Batch::V01(inputs) => instance
+                .process(inputs)
+                .map(|outputs| outputs.into_iter().map(answer).collect()),
+            Batch::V02 {
+                inputs: views,
+                bases,
+                default_value,
+            } => instance.process_v02(views).map(|outputs| {
+                outputs
+                    .into_iter()
+                    .enumerate()
+                    .map(|(k, o)| {
+                        answer_v02(
+                            o,
+                            &bases[k],
+                            &|| default_value(k),
+                            &self.loaded.limits().output,
+                        )
+                    })
+                    .collect()
+            }),
+        };
         observer.called(self.index, started.elapsed());
-        result.inspect_err(|_| {
+        if result.is_err() {
             // wasmtime will not re-enter an instance that trapped: start over.
             self.instance = None;
-        })
+        } else if instance.memory_in_use() > self.recycle_at {
+            tracing::debug!(
+                transform = &*self.loaded.name,
+                "transform {}: its instance holds {} MiB of linear memory (recycled above {} MiB); starting a fresh one",
+                self.loaded.name,
+                instance.memory_in_use() >> 20,
+                self.recycle_at >> 20
+            );
+            self.instance = None;
+            observer.recycled(self.index);
+        }
+        result
+    }
+}
+
+/// What one call is given: 0.1's owned inputs, or 0.2's borrowed views with
+/// the records they describe (the patches apply to those).
+enum Batch<'b, 'a> {
+    V01(&'b [Input]),
+    V02 {
+        inputs: &'b [InputView<'a>],
+        bases: &'b [Draft],
+        /// The default value of input `k`'s event.
+        default_value: &'b dyn Fn(usize) -> Option<Vec<u8>>,
+    },
+}
+
+impl Batch<'_, '_> {
+    fn len(&self) -> usize {
+        match self {
+            Batch::V01(i) => i.len(),
+            Batch::V02 { inputs, .. } => inputs.len(),
+        }
+    }
+
+    /// Input `k` alone.
+    fn one(&self, k: usize) -> Batch<'_, '_> {
+        match self {
+            Batch::V01(i) => Batch::V01(std::slice::from_ref(&i[k])),
+            Batch::V02 {
+                inputs,
+                bases,
+                default_value,
+            } => Batch::V02 {
+                inputs: std::slice::from_ref(&inputs[k]),
+                bases: std::slice::from_ref(&bases[k]),
+                default_value: *default_value,
+            },
+        }
     }
 }
 
 /// One input's records, or why it failed.
-type Answer = Result<Vec<KafkaRecord>, CallError>;
+type Answer = Result<Vec<Draft>, CallError>;
 
 /// `results` for the inputs before the event of input `results.len()`,
 /// and `None` from that event on.
@@ -552,7 +738,10 @@ impl Spent {
     fn add(&mut self, answer: &Answer, limits: &crate::spec::Limits) -> bool {
         if let Ok(records) = answer {
             self.records += records.len() as u64;
-            self.bytes += records.iter().map(crate::output::record_bytes).sum::<u64>();
+            self.bytes += records
+                .iter()
+                .map(|d| crate::output::record_bytes(&d.record))
+                .sum::<u64>();
         }
         self.records <= limits.output.records_per_batch
             && self.bytes <= limits.output.bytes_per_batch
@@ -576,7 +765,7 @@ struct CallError {
 /// limit its output broke.
 fn answer(o: Result<Output, String>) -> Answer {
     match o {
-        Ok(Output::Records(r)) => Ok(r),
+        Ok(Output::Records(r)) => Ok(r.into_iter().map(Draft::built).collect()),
         Ok(Output::Error(e)) => Err(CallError {
             reason: "error",
             error: format!("returned an error: {e}"),
@@ -586,4 +775,63 @@ fn answer(o: Result<Output, String>) -> Answer {
             error: why,
         }),
     }
+}
+
+/// A 0.2 answer: the patches applied to the input's record, held to the
+/// per-event output limits (0.1's are checked as they are copied out).
+/// A record kept several times gets its default value built once, before
+/// it is copied, so that what it costs is counted.
+fn answer_v02(
+    o: Output02,
+    base: &Draft,
+    default_value: &dyn Fn() -> Option<Vec<u8>>,
+    limits: &crate::spec::OutputLimits,
+) -> Answer {
+    let patches = match o {
+        Output02::Keep => return Ok(vec![base.clone()]),
+        Output02::Error(e) => {
+            return Err(CallError {
+                reason: "error",
+                error: format!(
+                    "returned an error: {}",
+                    crate::output::clip(&e, crate::output::MAX_MESSAGE)
+                ),
+            })
+        }
+        Output02::Records(p) => p,
+    };
+    if patches.len() as u64 > limits.records_per_event {
+        return Err(CallError {
+            reason: "output",
+            error: format!(
+                "returned {} records for one event (limits.records_per_event is {})",
+                patches.len(),
+                limits.records_per_event
+            ),
+        });
+    }
+    let built;
+    let base = if patches.len() > 1 && base.lazy {
+        let mut b = base.clone();
+        b.materialise(default_value);
+        built = b;
+        &built
+    } else {
+        base
+    };
+    let drafts: Vec<Draft> = patches.into_iter().map(|p| base.patched(p)).collect();
+    let bytes: u64 = drafts
+        .iter()
+        .map(|d| crate::output::record_bytes(&d.record))
+        .sum();
+    if bytes > limits.bytes_per_event {
+        return Err(CallError {
+            reason: "output",
+            error: format!(
+                "returned more than {} bytes for one event (limits.bytes_per_event)",
+                limits.bytes_per_event
+            ),
+        });
+    }
+    Ok(drafts)
 }

@@ -20,7 +20,7 @@ pub enum Problem {
     CoreModule { code: String },
     #[error("{code} is not a valid component: {detail}")]
     Invalid { code: String, detail: String },
-    #[error("{code} was built for {package}@{found}; this cvp-stream accepts {package}@{accepted} (0.1.x): rebuild it against this host's wit/")]
+    #[error("{code} was built for {package}@{found}; this cvp-stream accepts {package} {accepted}: rebuild it against this host's wit/")]
     OtherVersion {
         code: String,
         package: &'static str,

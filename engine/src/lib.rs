@@ -16,17 +16,22 @@
 pub mod bindings;
 mod cache;
 mod chain;
+pub mod contract;
 mod error;
 mod output;
 mod runtime;
 mod spec;
 
 pub use bindings::{
-    Header, Input, KafkaRecord, Output, WitComponent, WitEvent, WitOperation, WitSeverity,
-    WIT_PACKAGE, WIT_VERSION,
+    Contract, Header, Input, KafkaRecord, Output, WitComponent, WitEvent, WitOperation,
+    WitSeverity, WIT_PACKAGE, WIT_VERSION, WIT_VERSIONS,
 };
 pub use cache::CompileCache;
-pub use chain::{Chain, ChainEvent, ChainObserver, Failure, NoObserver, Outcome};
+pub use chain::{Chain, ChainEvent, ChainObserver, Failure, First, NoObserver, Outcome};
+pub use contract::{
+    ComponentView, DataReads, DeviceView, EventView, InterfaceView, Operation02, Reads, Severity02,
+    StreamingStatus, TagCreator, TagView,
+};
 pub use error::{LoadError, Problem};
 pub use output::{clip, record_bytes};
 pub use runtime::{Fault, Instance, LoadedTransform, Runtime};

@@ -4,7 +4,8 @@
 //! (`output.rs`) and a rate-limited log. A fault costs the instance, never
 //! the host.
 
-use crate::bindings::{self, Input, Level, Output, Transform, TransformPre};
+use crate::bindings::{self, v01, v02, Contract, Input, Level, Output};
+use crate::contract::{InputView, Output02, Reads};
 use crate::error::{LoadError, Problem};
 use crate::output;
 use crate::spec::{Code, Limits, TransformSpec};
@@ -13,7 +14,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::component::{Component, Func, HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, Store, Trap};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -28,6 +29,8 @@ const STDERR_TAIL: usize = 4096;
 /// made of thousands.
 const MAX_MEMORIES: usize = 16;
 const MAX_TABLES: usize = 64;
+/// From this size on, a first compile is slow enough to announce.
+const LARGE_COMPONENT: usize = 4 << 20;
 /// Most table elements one instance may hold, all tables together (each
 /// costs the host a pointer or two).
 const MAX_TABLE_ELEMENTS: usize = 1_000_000;
@@ -51,7 +54,8 @@ impl Runtime {
         // Guests built for wasm32-wasip2 import WASI even when unused; they get
         // an empty context: no files, sockets, environment or arguments.
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-        Transform::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+        v01::Transform::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+        v02::Transform::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
 
         let weak = engine.weak();
         std::thread::Builder::new()
@@ -100,6 +104,19 @@ impl Runtime {
             }
         };
         check_header(bytes, &code).map_err(fail)?;
+        // A Python or JavaScript component is 12-18 MB and takes about 20 s
+        // to compile the first time: say so before the wait, not after.
+        let cached = self
+            .cache
+            .as_ref()
+            .is_some_and(|c| c.entry(&self.engine, bytes).exists());
+        if !cached && bytes.len() >= LARGE_COMPONENT {
+            tracing::info!(
+                transform = %name,
+                "compiling transform {name} ({} MB): the first compile of a component this large takes about 20 s; later starts read it from the compilation cache",
+                bytes.len() >> 20
+            );
+        }
         let compiled = match &self.cache {
             Some(cache) => cache.load(&self.engine, bytes),
             None => Component::new(&self.engine, bytes),
@@ -110,21 +127,44 @@ impl Runtime {
                 detail: one_line(&e),
             })
         })?;
-        check_world_version(&self.engine, &component, &code).map_err(fail)?;
+        let (contract, export) =
+            check_world_version(&self.engine, &component, &code).map_err(fail)?;
         let pre = self.linker.instantiate_pre(&component).map_err(|e| {
             fail(Problem::MissingImport {
                 code: code.clone(),
                 detail: one_line(&e),
             })
         })?;
-        let pre = TransformPre::new(pre).map_err(|e| {
-            fail(Problem::WorldMismatch {
-                code: code.clone(),
-                package: bindings::WIT_PACKAGE,
-                version: bindings::WIT_VERSION,
-                detail: one_line(&e),
-            })
-        })?;
+        let described = code.clone();
+        let mismatch = |version: &'static str| {
+            let code = described.clone();
+            move |e: wasmtime::Error| {
+                LoadError::new(
+                    name,
+                    Problem::WorldMismatch {
+                        code,
+                        package: bindings::WIT_PACKAGE,
+                        version,
+                        detail: one_line(&e),
+                    },
+                )
+            }
+        };
+        let pre = match contract {
+            Contract::V01 => {
+                tracing::warn!(
+                    transform = %name,
+                    "transform {name} ({code}) is built for contract 0.1, which still runs but is deprecated: rebuild it against {}@{} (wit/transform.wit) so that it receives only the fields it reads",
+                    bindings::WIT_PACKAGE,
+                    bindings::WIT_VERSION
+                );
+                Pre::V01(v01::TransformPre::new(pre).map_err(mismatch("0.1.0"))?)
+            }
+            Contract::V02 => Pre::V02 {
+                pre: v02::TransformPre::new(pre).map_err(mismatch(bindings::WIT_VERSION))?,
+                export,
+            },
+        };
         Ok(LoadedTransform {
             name: Arc::from(name.as_str()),
             engine: self.engine.clone(),
@@ -151,20 +191,31 @@ fn check_header(bytes: &[u8], code: &str) -> Result<(), Problem> {
     Ok(())
 }
 
-/// Says clearly when a component was built for another version of our WIT
-/// package, instead of a type-check error about missing exports.
-fn check_world_version(engine: &Engine, component: &Component, code: &str) -> Result<(), Problem> {
+/// Which contract a component was built for, and the full name of its
+/// `transformer` export; says clearly when it was built for a version of
+/// our WIT package this engine does not run, instead of a type-check error
+/// about missing exports.
+fn check_world_version(
+    engine: &Engine,
+    component: &Component,
+    code: &str,
+) -> Result<(Contract, String), Problem> {
     let prefix = format!("{}/transformer@", bindings::WIT_PACKAGE);
     let ty = component.component_type();
     let exports: Vec<&str> = ty.exports(engine).map(|(n, _)| n).collect();
-    match exports.iter().find_map(|n| n.strip_prefix(&prefix)) {
-        Some(v) if bindings::version_is_compatible(v) => Ok(()),
-        Some(v) => Err(Problem::OtherVersion {
-            code: code.to_string(),
-            package: bindings::WIT_PACKAGE,
-            found: v.to_string(),
-            accepted: bindings::WIT_VERSION,
-        }),
+    let found = exports
+        .iter()
+        .find_map(|n| n.strip_prefix(&prefix).map(|v| (*n, v)));
+    match found {
+        Some((export, v)) => match Contract::of_version(v) {
+            Some(c) => Ok((c, export.to_string())),
+            None => Err(Problem::OtherVersion {
+                code: code.to_string(),
+                package: bindings::WIT_PACKAGE,
+                found: v.to_string(),
+                accepted: "0.2.x and 0.1.x",
+            }),
+        },
         None => Err(Problem::NotATransform {
             code: code.to_string(),
             exports: exports.join(", "),
@@ -182,7 +233,7 @@ fn one_line(e: &impl std::fmt::Display) -> String {
 pub struct LoadedTransform {
     pub name: Arc<str>,
     engine: Engine,
-    pre: TransformPre<GuestState>,
+    pre: Pre,
     limits: Limits,
     config: Arc<Vec<(String, String)>>,
     /// Shared by every instance: a trap (a fresh instance) must not
@@ -190,7 +241,36 @@ pub struct LoadedTransform {
     log: Arc<LogGate>,
 }
 
+/// A component ready to instantiate, by contract.
+enum Pre {
+    V01(v01::TransformPre<GuestState>),
+    V02 {
+        pre: v02::TransformPre<GuestState>,
+        /// `cvp-stream:transform/transformer@0.2.x`, as the component names it.
+        export: String,
+    },
+}
+
+/// An instance's exports, by contract.
+enum Bound {
+    V01(v01::Transform),
+    V02 {
+        bindings: v02::Transform,
+        /// `process`, called with borrowed inputs (the generated binding
+        /// takes owned ones, which would copy every string of the event).
+        process: Func,
+    },
+}
+
 impl LoadedTransform {
+    /// The contract the component was built for.
+    pub fn contract(&self) -> Contract {
+        match self.pre {
+            Pre::V01(_) => Contract::V01,
+            Pre::V02 { .. } => Contract::V02,
+        }
+    }
+
     /// A fresh instance with `init` already called.
     pub fn instantiate(&self) -> Result<Instance, LoadError> {
         let stderr = TailPipe::default();
@@ -216,7 +296,26 @@ impl LoadedTransform {
         store.set_hostcall_fuel(self.hostcall_fuel());
         let ticks = self.deadline_ticks();
         store.set_epoch_deadline(ticks);
-        let bindings = self.pre.instantiate(&mut store).map_err(|e| {
+        let bound = match &self.pre {
+            Pre::V01(pre) => pre.instantiate(&mut store).map(Bound::V01),
+            Pre::V02 { pre, export } => (|| {
+                let instance = pre.instance_pre().instantiate(&mut store)?;
+                let bindings = v02::Transform::new(&mut store, &instance)?;
+                let iface = instance
+                    .get_export_index(&mut store, None, export)
+                    .ok_or_else(|| wasmtime::Error::msg(format!("no export {export}")))?;
+                let index = instance
+                    .get_export_index(&mut store, Some(&iface), "process")
+                    .ok_or_else(|| {
+                        wasmtime::Error::msg(format!("{export} exports no `process`"))
+                    })?;
+                let process = instance.get_func(&mut store, index).ok_or_else(|| {
+                    wasmtime::Error::msg(format!("{export}'s `process` is not a function"))
+                })?;
+                Ok(Bound::V02 { bindings, process })
+            })(),
+        };
+        let bound = bound.map_err(|e: wasmtime::Error| {
             let problem = if store.data().hit_memory_cap {
                 Problem::Instantiate(format!(
                     "needs more than its memory limit of {} MiB",
@@ -230,7 +329,8 @@ impl LoadedTransform {
         let mut instance = Instance {
             calls: 0,
             store,
-            bindings,
+            bound,
+            reads: Arc::new(Reads::all()),
             stderr,
             ticks,
             limits: self.limits.clone(),
@@ -261,7 +361,9 @@ pub struct Instance {
     /// Calls made so far (`init` excluded).
     calls: u64,
     store: Store<GuestState>,
-    bindings: Transform,
+    bound: Bound,
+    /// What it declared in `init` (everything, for 0.1).
+    reads: Arc<Reads>,
     stderr: TailPipe,
     ticks: u64,
     limits: Limits,
@@ -270,22 +372,47 @@ pub struct Instance {
 impl Instance {
     fn call_init(&mut self) -> Result<Result<(), String>, Fault> {
         self.store.set_epoch_deadline(self.ticks);
-        let r = self
-            .bindings
-            .cvp_stream_transform_transformer()
-            .call_init(&mut self.store);
-        r.map_err(|e| self.classify(e))
+        let r = match &self.bound {
+            Bound::V01(b) => b
+                .cvp_stream_transform_transformer()
+                .call_init(&mut self.store)
+                .map(|r| r.map(|()| Reads::all())),
+            Bound::V02 { bindings, .. } => bindings
+                .cvp_stream_transform_transformer()
+                .call_init(&mut self.store)
+                .map(|r| r.and_then(|names| Reads::parse(&names))),
+        };
+        match r {
+            Ok(Ok(reads)) => {
+                self.reads = Arc::new(reads);
+                Ok(Ok(()))
+            }
+            Ok(Err(msg)) => Ok(Err(msg)),
+            Err(e) => Err(self.classify(e)),
+        }
     }
 
-    /// Runs one batch: per input, its output or why it was refused (it
-    /// broke an output limit). `Err` means the instance is unusable and
-    /// must be replaced (wasmtime will not re-enter an instance that
-    /// trapped).
+    /// What the instance declared it reads.
+    pub fn reads(&self) -> &Arc<Reads> {
+        &self.reads
+    }
+
+    /// The bytes its linear memories hold now (they never shrink).
+    pub fn memory_in_use(&self) -> u64 {
+        self.store.data().memory_total as u64
+    }
+
+    /// Runs one batch of a 0.1 transform: per input, its output or why it
+    /// was refused (it broke an output limit). `Err` means the instance is
+    /// unusable and must be replaced (wasmtime will not re-enter an
+    /// instance that trapped).
     pub fn process(&mut self, batch: &[Input]) -> Result<Vec<Result<Output, String>>, Fault> {
         self.calls += 1;
         self.store.set_epoch_deadline(self.ticks);
-        let outputs = self
-            .bindings
+        let Bound::V01(b) = &self.bound else {
+            return Err(Fault::Contract("called as 0.1, built for 0.2".into()));
+        };
+        let outputs = b
             .cvp_stream_transform_transformer()
             .call_process(&mut self.store, batch)
             .map_err(|e| self.classify(e))?;
@@ -297,6 +424,34 @@ impl Instance {
             )));
         }
         Ok(output::check(outputs, &self.limits.output))
+    }
+
+    /// Runs one batch of a 0.2 transform, lowering the borrowed views
+    /// straight into the guest. The output limits are checked by the
+    /// caller, once the patches are applied.
+    pub(crate) fn process_v02(&mut self, batch: &[InputView<'_>]) -> Result<Vec<Output02>, Fault> {
+        self.calls += 1;
+        self.store.set_epoch_deadline(self.ticks);
+        let Bound::V02 { process, .. } = &self.bound else {
+            return Err(Fault::Contract("called as 0.2, built for 0.1".into()));
+        };
+        let process = *process;
+        // Type-checked per call (a batch, so per many events): the views
+        // borrow from the caller and cannot be named in a stored TypedFunc.
+        let typed = process
+            .typed::<(&[InputView<'_>],), (Vec<Output02>,)>(&self.store)
+            .map_err(|e| Fault::Contract(one_line(&e)))?;
+        let (outputs,) = typed
+            .call(&mut self.store, (batch,))
+            .map_err(|e| self.classify(e))?;
+        if outputs.len() != batch.len() {
+            return Err(Fault::Contract(format!(
+                "returned {} outputs for {} inputs (must be exactly one per input)",
+                outputs.len(),
+                batch.len()
+            )));
+        }
+        Ok(outputs)
     }
 
     pub fn calls(&self) -> u64 {
@@ -455,7 +610,27 @@ impl wasmtime::ResourceLimiter for GuestState {
     }
 }
 
-impl bindings::cvp_stream::transform::host::Host for GuestState {
+impl v02::cvp_stream::transform::host::Host for GuestState {
+    fn log(&mut self, level: v02::cvp_stream::transform::host::Level, message: String) {
+        use v02::cvp_stream::transform::host::Level as L;
+        let level = match level {
+            L::Trace => Level::Trace,
+            L::Debug => Level::Debug,
+            L::Info => Level::Info,
+            L::Warn => Level::Warn,
+            L::Error => Level::Error,
+        };
+        v01::cvp_stream::transform::host::Host::log(self, level, message)
+    }
+
+    fn config(&mut self) -> Vec<(String, String)> {
+        self.config.as_ref().clone()
+    }
+}
+
+impl v02::cvp_stream::transform::types::Host for GuestState {}
+
+impl v01::cvp_stream::transform::host::Host for GuestState {
     fn log(&mut self, level: Level, message: String) {
         if level == Level::Error && message.starts_with("panic: ") {
             self.last_panic = Some(output::clip(&message, output::MAX_MESSAGE));
@@ -479,7 +654,7 @@ impl bindings::cvp_stream::transform::host::Host for GuestState {
     }
 }
 
-impl bindings::cvp_stream::transform::types::Host for GuestState {}
+impl v01::cvp_stream::transform::types::Host for GuestState {}
 
 /// Keeps the last few KiB a guest wrote to stderr, so that a panic message
 /// can be shown with the trap it caused, without letting a chatty guest grow

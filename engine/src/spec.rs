@@ -68,6 +68,11 @@ pub struct Limits {
     /// longest line kept, in bytes.
     pub log_lines_per_second: u32,
     pub log_line_bytes: usize,
+    /// An instance whose linear memory passed this many bytes is replaced
+    /// by a fresh one after its call (linear memory never shrinks: one
+    /// large event would otherwise pin its peak for good). Never less than
+    /// twice what a fresh instance holds.
+    pub recycle_memory: u64,
 }
 
 /// Bounds on a call's output. Bytes are those of topics, keys, values and
@@ -105,6 +110,7 @@ impl Default for Limits {
             retry_budget: Duration::from_secs(5),
             log_lines_per_second: 100,
             log_line_bytes: 4096,
+            recycle_memory: 64 << 20,
         }
     }
 }

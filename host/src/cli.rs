@@ -7,7 +7,7 @@
 use crate::commands::bench;
 #[cfg(feature = "simulator")]
 use crate::commands::{demo, simulate};
-use crate::commands::{run, test, transform_new, transform_test, validate};
+use crate::commands::{run, test, transform_inspect, transform_new, transform_test, validate};
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
@@ -26,7 +26,7 @@ pub struct Cli {
 fn version_text() -> &'static str {
     concat!(
         env!("CARGO_PKG_VERSION"),
-        " (transform WIT cvp-stream:transform@0.1.0; accepts 0.1.x)"
+        " (transform WIT cvp-stream:transform@0.2.0; runs components built for 0.2.x and, deprecated, 0.1.x)"
     )
 }
 
@@ -67,6 +67,9 @@ pub enum TransformCommand {
     Test(transform_test::TransformTestArgs),
     /// Create a working transform project to start from.
     New(transform_new::TransformNewArgs),
+    /// Print sample events exactly as a transform receives them (contract
+    /// 0.2), every field named: for a component, the fields it declares.
+    Inspect(transform_inspect::TransformInspectArgs),
 }
 
 /// Rewrites the seed's Go-style flags (`-server x`) to clap's (`--server x`)

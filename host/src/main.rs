@@ -43,6 +43,9 @@ fn main() -> ExitCode {
         Command::Test(args) => commands::test::test(args),
         Command::Transform(TransformCommand::Test(args)) => commands::transform_test::run(args),
         Command::Transform(TransformCommand::New(args)) => commands::transform_new::run(args),
+        Command::Transform(TransformCommand::Inspect(args)) => {
+            commands::transform_inspect::run(args)
+        }
         Command::Run(args) => serve(|shutdown| commands::run::run(args, shutdown)),
         #[cfg(feature = "simulator")]
         Command::Simulate(args) => serve(|shutdown| commands::simulate::simulate(args, shutdown)),

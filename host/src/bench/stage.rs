@@ -6,7 +6,7 @@ use super::end_to_end::Scenario;
 use crate::event::{Op, SourceEvent};
 use crate::transforms::{PipelineConfig, TransformConfig, TransformStage};
 use anyhow::{bail, Result};
-use cvp_transform_engine::{Input, KafkaRecord, Outcome};
+use cvp_transform_engine::{KafkaRecord, Outcome, Reads};
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -14,17 +14,20 @@ use std::time::Instant;
 const BATCH: usize = 256;
 const TOPIC: &str = "cvp-events";
 
-/// The same, natively, behind the same contract as a component: it gets
-/// the WIT input the host builds (the event converted, the default record)
-/// and returns a record. What a transform linked into the host would cost.
-fn native_behind_contract(chain: &TransformStage, ev: &SourceEvent) -> KafkaRecord {
-    let input = Input {
-        event: crate::transforms::convert::to_wit(ev),
-        record: chain.default_record(ev),
+/// The same, natively, behind the 0.2 contract as a component: it gets the
+/// view the host lowers (the fields title-to-key declares, borrowed; the
+/// record without its value) and its patch is applied to the record. What
+/// a transform linked into the host would cost.
+fn native_behind_contract(reads: &Reads, ev: &SourceEvent) -> KafkaRecord {
+    let view = black_box(crate::transforms::convert::view(ev, reads));
+    let mut record = KafkaRecord {
+        topic: TOPIC.to_string(),
+        key: Some(view.key.as_bytes().to_vec()),
+        value: None,
+        headers: Vec::new(),
     };
-    let Input { event, mut record } = black_box(input);
-    record.key = Some(event.title.into_bytes());
-    record.value = Some(event.description.into_bytes());
+    record.key = Some(view.title.unwrap_or_default().as_bytes().to_vec());
+    record.value = Some(view.description.unwrap_or_default().as_bytes().to_vec());
     record
 }
 
@@ -92,14 +95,22 @@ pub fn report(n: usize) -> Result<()> {
         .collect();
     let mut none = chain(&[])?;
     let mut wasm = chain(&Scenario::stock().transforms)?;
-    // Same records either way.
+    // The previous release's build of it, from this build's guests.
+    let mut wasm01 = chain(&[TransformConfig::new(
+        "title-to-key-0.1",
+        concat!(env!("CVP_STREAM_WASM_DIR"), "/title_to_key_01.wasm"),
+    )])?;
+    // Same records every way.
     let check: Vec<_> = events[..BATCH.min(n)].to_vec();
-    for (o, ev) in wasm.process(&check).into_iter().zip(&check) {
-        match o {
-            Outcome::Produce(r) if r.len() == 1 && same(&r[0], &native_title_to_key(ev)) => {}
-            other => bail!("WebAssembly and native title-to-key differ: {other:?}"),
+    for stage in [&mut wasm, &mut wasm01] {
+        for (o, ev) in stage.process(&check).into_iter().zip(&check) {
+            match o {
+                Outcome::Produce(r) if r.len() == 1 && same(&r[0], &native_title_to_key(ev)) => {}
+                other => bail!("WebAssembly and native title-to-key differ: {other:?}"),
+            }
         }
     }
+    let reads = Reads::parse(&["title", "description"]).map_err(anyhow::Error::msg)?;
 
     let native = per_event(&events, |b| {
         b.iter().map(native_title_to_key).map(|_| 1).sum()
@@ -107,12 +118,13 @@ pub fn report(n: usize) -> Result<()> {
     let mut three = chain(&Scenario::three().transforms)?;
     let contract = per_event(&events, |b| {
         b.iter()
-            .map(|ev| native_behind_contract(&wasm, ev))
+            .map(|ev| native_behind_contract(&reads, ev))
             .map(|_| 1)
             .sum()
     });
     let default_record = per_event(&events, |b| produced(none.process(b)));
     let stage = per_event(&events, |b| produced(wasm.process(b)));
+    let stage01 = per_event(&events, |b| produced(wasm01.process(b)));
     let stage3 = per_event(&events, |b| produced(three.process(b)));
     println!("{n} generated events, batches of {BATCH}, best of 3 passes.\n");
     println!("| stage | ns per event | vs native | vs native behind the contract |");
@@ -124,10 +136,14 @@ pub fn report(n: usize) -> Result<()> {
             default_record,
         ),
         (
-            "native title-to-key behind the WIT contract (input built, no JSON value)",
+            "native title-to-key behind the 0.2 contract (view of the declared fields, patch applied)",
             contract,
         ),
-        ("WebAssembly title-to-key (the whole stage)", stage),
+        ("WebAssembly title-to-key, contract 0.2 (the whole stage)", stage),
+        (
+            "WebAssembly title-to-key, contract 0.1 (the previous release's)",
+            stage01,
+        ),
         (
             "WebAssembly severity-filter, title-to-key, route-by-type",
             stage3,

@@ -8,6 +8,7 @@
 //! | `test` (a config's `tests:`) | `test.rs` |
 //! | `transform test` | `transform_test.rs` |
 //! | `transform new` | `transform_new.rs` |
+//! | `transform inspect` | `transform_inspect.rs` |
 //! | `simulate` (feature `simulator`) | `simulate.rs` |
 //! | `demo` (feature `simulator`) | `demo.rs` |
 //! | `bench` (feature `bench`) | `bench.rs` |
@@ -20,6 +21,7 @@ pub mod run;
 #[cfg(feature = "simulator")]
 pub mod simulate;
 pub mod test;
+pub mod transform_inspect;
 pub mod transform_new;
 pub mod transform_test;
 pub mod validate;

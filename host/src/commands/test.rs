@@ -116,6 +116,15 @@ fn listing(records: &[KafkaRecord]) -> String {
         .collect()
 }
 
+/// How a failure reads: `"text"`, or `null` for a Kafka null (never Rust's
+/// `Some("...")`).
+fn shown(b: &Option<Vec<u8>>) -> String {
+    match b {
+        Some(b) => format!("{:?}", String::from_utf8_lossy(b)),
+        None => "null".into(),
+    }
+}
+
 fn matches(got: &KafkaRecord, want: &ExpectedRecord) -> Result<(), String> {
     let text = |b: &Option<Vec<u8>>| b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
     if let Some(topic) = &want.topic {
@@ -125,14 +134,14 @@ fn matches(got: &KafkaRecord, want: &ExpectedRecord) -> Result<(), String> {
     }
     if let Some(key) = &want.key {
         if text(&got.key).as_ref() != Some(key) {
-            return Err(format!("key is {:?}, expected {key:?}", text(&got.key)));
+            return Err(format!("key is {}, expected {key:?}", shown(&got.key)));
         }
     }
     if let Some(value) = &want.value {
         if text(&got.value).as_ref() != Some(value) {
             return Err(format!(
-                "value is {:?}, expected {value:?}",
-                text(&got.value)
+                "value is {}, expected {value:?}",
+                shown(&got.value)
             ));
         }
     }
@@ -142,10 +151,19 @@ fn matches(got: &KafkaRecord, want: &ExpectedRecord) -> Result<(), String> {
             .value
             .as_deref()
             .and_then(|v| serde_json::from_slice(v).ok());
-        if actual.as_ref() != Some(&expected) {
-            return Err(format!("value is not the JSON {expected}"));
+        match actual {
+            None => return Err(format!("value is not JSON: {}", shown(&got.value))),
+            Some(actual) => {
+                let mut diffs = Vec::new();
+                json_diff("", &expected, &actual, &mut diffs);
+                if !diffs.is_empty() {
+                    return Err(format!("value_json differs: {}", diffs.join("; ")));
+                }
+            }
         }
     }
+    // `headers:` is the whole set: a header the transform added and the
+    // test does not name is a difference too.
     if let Some(headers) = &want.headers {
         let actual: std::collections::BTreeMap<String, String> = got
             .headers
@@ -157,9 +175,83 @@ fn matches(got: &KafkaRecord, want: &ExpectedRecord) -> Result<(), String> {
                 )
             })
             .collect();
-        if &actual != headers {
-            return Err(format!("headers are {actual:?}, expected {headers:?}"));
+        let mut diffs = Vec::new();
+        for (k, v) in headers {
+            match actual.get(k) {
+                None => diffs.push(format!("header {k:?} missing (expected {v:?})")),
+                Some(a) if a != v => diffs.push(format!("header {k:?} is {a:?}, expected {v:?}")),
+                Some(_) => {}
+            }
+        }
+        for (k, a) in &actual {
+            if !headers.contains_key(k) {
+                diffs.push(format!("header {k:?} = {a:?} not expected"));
+            }
+        }
+        if !diffs.is_empty() {
+            return Err(diffs.join("; "));
         }
     }
     Ok(())
+}
+
+/// The places where `actual` differs from `expected`, as JSON paths
+/// (`.a.b[2]`): a field-level diff instead of two whole documents.
+fn json_diff(
+    path: &str,
+    expected: &serde_json::Value,
+    actual: &serde_json::Value,
+    out: &mut Vec<String>,
+) {
+    use serde_json::Value;
+    const MOST: usize = 10;
+    if out.len() >= MOST {
+        return;
+    }
+    let at = if path.is_empty() { "." } else { path };
+    match (expected, actual) {
+        (Value::Object(e), Value::Object(a)) => {
+            for (k, ev) in e {
+                let p = format!("{path}.{k}");
+                match a.get(k) {
+                    Some(av) => json_diff(&p, ev, av, out),
+                    None => out.push(format!("{p} missing (expected {ev})")),
+                }
+            }
+            for (k, av) in a {
+                if !e.contains_key(k) {
+                    out.push(format!("{path}.{k} = {av} not expected"));
+                }
+            }
+        }
+        (Value::Array(e), Value::Array(a)) if e.len() == a.len() => {
+            for (i, (ev, av)) in e.iter().zip(a).enumerate() {
+                json_diff(&format!("{path}[{i}]"), ev, av, out);
+            }
+        }
+        (e, a) if e != a => out.push(format!("{at} is {a}, expected {e}")),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_differences_are_named_by_path() {
+        let e = serde_json::json!({"a": 1, "b": {"c": [1, 2]}, "d": "x"});
+        let a = serde_json::json!({"a": 2, "b": {"c": [1, 3]}, "e": true});
+        let mut out = Vec::new();
+        json_diff("", &e, &a, &mut out);
+        assert_eq!(
+            out,
+            vec![
+                ".a is 2, expected 1",
+                ".b.c[1] is 3, expected 2",
+                ".d missing (expected \"x\")",
+                ".e = true not expected",
+            ]
+        );
+    }
 }

@@ -21,15 +21,55 @@ pub struct TransformNewArgs {
     /// Where to create it (default: a folder named NAME).
     #[arg(long)]
     pub dir: Option<PathBuf>,
-    /// The Rust SDK crate (transforms/sdk in cvp-stream's source), when the
-    /// binary was built elsewhere.
-    #[arg(long)]
-    pub sdk: Option<PathBuf>,
 }
 
-/// The contract, written into Python and JavaScript projects (their build
-/// tools read it); Rust projects get it through the SDK crate.
+/// The contract, written into every project (their build tools read it;
+/// a Rust project's copy is in its vendored SDK).
 const WIT: &str = include_str!("../../../wit/transform.wit");
+
+/// The Rust SDK, vendored into a Rust project (it is not published): its
+/// sources as they are in transforms/sdk, and a manifest of its own (the
+/// one in transforms/ inherits from that workspace).
+const RUST_SDK: &[Template] = &[
+    Template {
+        path: "src/lib.rs",
+        text: include_str!("../../../transforms/sdk/src/lib.rs"),
+    },
+    Template {
+        path: "src/config.rs",
+        text: include_str!("../../../transforms/sdk/src/config.rs"),
+    },
+    Template {
+        path: "src/event.rs",
+        text: include_str!("../../../transforms/sdk/src/event.rs"),
+    },
+    Template {
+        path: "src/ext.rs",
+        text: include_str!("../../../transforms/sdk/src/ext.rs"),
+    },
+    Template {
+        path: "src/log.rs",
+        text: include_str!("../../../transforms/sdk/src/log.rs"),
+    },
+    Template {
+        path: "src/patch.rs",
+        text: include_str!("../../../transforms/sdk/src/patch.rs"),
+    },
+];
+const RUST_SDK_MANIFEST: &str = r#"# The Rust SDK of cvp-stream transforms (contract 0.2), vendored by
+# `cvp-stream transform new` from transforms/sdk in cvp-stream's source.
+[package]
+name = "cvp-transform-sdk"
+version = "0.2.0"
+edition = "2021"
+rust-version = "1.85"
+publish = false
+
+[dependencies]
+wit-bindgen = "0.63"
+serde = "1"
+serde_json = "1"
+"#;
 
 struct Template {
     path: &'static str,
@@ -99,10 +139,6 @@ pub fn run(args: TransformNewArgs) -> Result<()> {
         Lang::Python => (PYTHON, "python"),
         Lang::Js => (JS, "js"),
     };
-    let sdk = match args.lang {
-        Lang::Rust => sdk_path(args.sdk.as_deref())?.display().to_string(),
-        _ => String::new(),
-    };
     let snake = name.replace('-', "_");
     for t in templates {
         let relative = t
@@ -113,11 +149,17 @@ pub fn run(args: TransformNewArgs) -> Result<()> {
         let text = t
             .text
             .replace("{{name_snake}}", &snake)
-            .replace("{{name}}", name)
-            .replace("{{sdk_path}}", &sdk);
+            .replace("{{name}}", name);
         write(&dir.join(relative), &text, relative.ends_with(".sh"))?;
     }
-    if !matches!(args.lang, Lang::Rust) {
+    if matches!(args.lang, Lang::Rust) {
+        let sdk = dir.join("cvp-transform-sdk");
+        write(&sdk.join("Cargo.toml"), RUST_SDK_MANIFEST, false)?;
+        for t in RUST_SDK {
+            write(&sdk.join(t.path), t.text, false)?;
+        }
+        write(&sdk.join("wit/transform.wit"), WIT, false)?;
+    } else {
         write(&dir.join("wit/transform.wit"), WIT, false)?;
     }
     let build = match args.lang {
@@ -128,24 +170,6 @@ pub fn run(args: TransformNewArgs) -> Result<()> {
     };
     println!("created {lang} transform {name} in {}\n\n  cd {}\n  {build}\n  cvp-stream transform test <the .wasm>\n\nSee {}/README.md.", dir.display(), dir.display(), dir.display());
     Ok(())
-}
-
-/// The Rust SDK lives in cvp-stream's source tree (it is not published).
-fn sdk_path(given: Option<&Path>) -> Result<PathBuf> {
-    let path = match given {
-        Some(p) => p.to_path_buf(),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../transforms/sdk"),
-    };
-    let path = path
-        .canonicalize()
-        .with_context(|| format!("the Rust SDK is not at {}: give its folder (transforms/sdk in cvp-stream's source) with --sdk", path.display()))?;
-    if !path.join("Cargo.toml").exists() {
-        bail!(
-            "{} is not the SDK crate (no Cargo.toml); give transforms/sdk with --sdk",
-            path.display()
-        );
-    }
-    Ok(path)
 }
 
 fn write(path: &Path, text: &str, executable: bool) -> Result<()> {

@@ -52,12 +52,28 @@ impl StdoutSink {
     }
 }
 
-/// One record as a line of text: `TOPIC  key="..."  value="..."  headers=[k=v]`.
+/// One record as a line of text:
+/// `TOPIC  key="..."  headers=[k=v]  value="..."`. The value comes last: it
+/// is the long part, and the rest stays readable before it.
 pub fn describe(r: &KafkaRecord) -> String {
     let text = |b: &Option<Vec<u8>>| match b {
         Some(b) => format!("{:?}", String::from_utf8_lossy(b)),
         None => "null".to_string(),
     };
+    format!(
+        "{}  key={}{}  value={}",
+        printable(&r.topic),
+        text(&r.key),
+        describe_headers(r),
+        text(&r.value),
+    )
+}
+
+/// `  headers=[k=v, ...]`, or nothing when there are none.
+pub fn describe_headers(r: &KafkaRecord) -> String {
+    if r.headers.is_empty() {
+        return String::new();
+    }
     let headers: Vec<String> = r
         .headers
         .iter()
@@ -69,17 +85,7 @@ pub fn describe(r: &KafkaRecord) -> String {
             )
         })
         .collect();
-    format!(
-        "{}  key={}  value={}{}",
-        printable(&r.topic),
-        text(&r.key),
-        text(&r.value),
-        if headers.is_empty() {
-            String::new()
-        } else {
-            format!("  headers=[{}]", headers.join(", "))
-        }
-    )
+    format!("  headers=[{}]", headers.join(", "))
 }
 
 /// `s` with control characters escaped (`\n`, `\u{1b}`, ...): what a
@@ -124,7 +130,7 @@ mod tests {
         assert!(!line.chars().any(char::is_control), "{line:?}");
         assert_eq!(
             line,
-            "t\\u{1b}[2J\\nforged  key=\"k\"  value=null  headers=[h\\r=v\\u{0}]"
+            "t\\u{1b}[2J\\nforged  key=\"k\"  headers=[h\\r=v\\u{0}]  value=null"
         );
         assert_eq!(printable("plain: ü"), "plain: ü");
     }

@@ -64,6 +64,7 @@ impl TransformConfig {
                 retry_budget: self.limits.retry_budget,
                 log_lines_per_second: self.limits.log_lines_per_second,
                 log_line_bytes: self.limits.log_line_bytes as usize,
+                recycle_memory: self.limits.recycle_memory,
             },
         })
     }
@@ -152,6 +153,11 @@ pub struct LimitsConfig {
     /// Longest guest log line written; longer ones are cut.
     #[serde(default = "default_log_line_bytes", deserialize_with = "de_size")]
     pub log_line_bytes: u64,
+    /// An instance whose linear memory passed this is replaced by a fresh
+    /// one after its call (linear memory never shrinks); never below twice
+    /// what a fresh instance holds.
+    #[serde(default = "default_recycle_memory", deserialize_with = "de_size")]
+    pub recycle_memory: u64,
 }
 
 impl Default for LimitsConfig {
@@ -166,8 +172,13 @@ impl Default for LimitsConfig {
             retry_budget: default_retry_budget(),
             log_lines_per_second: default_log_lines_per_second(),
             log_line_bytes: default_log_line_bytes(),
+            recycle_memory: default_recycle_memory(),
         }
     }
+}
+
+fn default_recycle_memory() -> u64 {
+    Limits::default().recycle_memory
 }
 
 fn default_records_per_event() -> u64 {

@@ -18,7 +18,7 @@ use crate::delivery::{Delivery, OnError, Outcome, TransformFailure};
 use crate::event::{Op, SourceEvent};
 use crate::metrics;
 use anyhow::Result;
-use cvp_transform_engine::{Chain, ChainObserver, KafkaRecord};
+use cvp_transform_engine::{Chain, ChainObserver, First, KafkaRecord};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 use reload::ReloadRequest;
@@ -27,11 +27,10 @@ use std::time::Duration;
 
 pub struct TransformStage {
     chain: Chain,
-    /// Where the first record goes (the sink's default topic).
-    default_topic: String,
-    /// Whether the first record carries the event as JSON
-    /// (`pipeline.default_value`).
-    json_value: bool,
+    /// The record each event starts with: the sink's default topic, and
+    /// the event as JSON unless `pipeline.default_value` says otherwise
+    /// (built only when a transform reads it or a record keeps it).
+    first: First,
     /// Each transform's `on_error`, by position in the chain.
     policies: Vec<OnError>,
 }
@@ -57,8 +56,10 @@ impl TransformStage {
         };
         Ok(TransformStage {
             chain,
-            default_topic: default_topic.to_string(),
-            json_value,
+            first: First {
+                topic: default_topic.to_string(),
+                default_value: json_value,
+            },
             policies: transforms.iter().map(|t| t.on_error).collect(),
         })
     }
@@ -68,14 +69,23 @@ impl TransformStage {
     /// merged event as protobuf JSON (unless `pipeline.default_value` says
     /// the first transform does not need it).
     pub fn default_record(&self, ev: &SourceEvent) -> KafkaRecord {
-        first_record(&self.default_topic, self.json_value, ev)
+        self.first.record(ev)
     }
 
     /// The engine's outcome per event, in order: for tools that show them.
     pub fn process(&mut self, batch: &[SourceEvent]) -> Vec<cvp_transform_engine::Outcome> {
-        let (topic, json) = (&self.default_topic, self.json_value);
-        self.chain
-            .process(batch, |ev| first_record(topic, json, ev))
+        self.chain.process(batch, &self.first)
+    }
+
+    /// What each transform declared it reads (`transform inspect`).
+    pub fn reads(
+        &self,
+    ) -> Vec<(
+        String,
+        cvp_transform_engine::Contract,
+        cvp_transform_engine::Reads,
+    )> {
+        self.chain.reads()
     }
 
     /// What the sink is to deliver for each event of `batch`: its records,
@@ -100,19 +110,14 @@ impl TransformStage {
     }
 
     fn settle(&mut self, batch: &[SourceEvent], mut emit: impl FnMut(Vec<(usize, Delivery)>)) {
-        let (topic, json) = (&self.default_topic, self.json_value);
         let policies = &self.policies;
-        self.chain.process_each(
-            batch,
-            |ev| first_record(topic, json, ev),
-            |done| {
-                emit(
-                    done.into_iter()
-                        .map(|(i, outcome)| (i, delivery(&batch[i], outcome, policies)))
-                        .collect(),
-                )
-            },
-        );
+        self.chain.process_each(batch, &self.first, |done| {
+            emit(
+                done.into_iter()
+                    .map(|(i, outcome)| (i, delivery(&batch[i], outcome, policies)))
+                    .collect(),
+            )
+        });
     }
 
     /// Applies a reload request; between batches, so nothing is in flight.
@@ -131,7 +136,7 @@ impl TransformStage {
 
     #[cfg(test)]
     fn json_value(&self) -> bool {
-        self.json_value
+        self.first.default_value
     }
 }
 
@@ -162,15 +167,6 @@ fn delivery(
             }
         },
         held: Default::default(),
-    }
-}
-
-fn first_record(topic: &str, json: bool, ev: &SourceEvent) -> KafkaRecord {
-    KafkaRecord {
-        topic: topic.to_string(),
-        key: Some(ev.key().as_bytes().to_vec()),
-        value: json.then(|| cvp_proto::json::event_to_json(&ev.event)),
-        headers: Vec::new(),
     }
 }
 
@@ -344,6 +340,121 @@ mod tests {
         );
         // With no transform the default record is the record: always JSON.
         assert!(value_of(&mut stage(DefaultValue::None, &[])).is_some());
+    }
+
+    /// An event that counts how often its default value is built.
+    struct Counting<'a>(&'a SourceEvent, &'a std::cell::Cell<u32>);
+
+    impl cvp_transform_engine::ChainEvent for Counting<'_> {
+        fn to_wit(&self) -> cvp_transform_engine::WitEvent {
+            self.0.to_wit()
+        }
+        fn view(&self, reads: &cvp_transform_engine::Reads) -> cvp_transform_engine::EventView<'_> {
+            self.0.view(reads)
+        }
+        fn key(&self) -> &str {
+            self.0.key()
+        }
+        fn default_value(&self) -> Option<Vec<u8>> {
+            self.1.set(self.1.get() + 1);
+            self.0.default_value()
+        }
+    }
+
+    fn sample() -> SourceEvent {
+        SourceEvent {
+            event: std::sync::Arc::new(Event {
+                key: Some(EventKey {
+                    key: Some("k1".into()),
+                    timestamp: None,
+                }),
+                title: Some("T".into()),
+                description: Some("D".into()),
+                severity: 4,
+                ..Default::default()
+            }),
+            op: Op::Updated,
+            seq: 0,
+            enrichment: None,
+        }
+    }
+
+    fn wasm(name: &str) -> TransformConfig {
+        TransformConfig::new(name, format!("{}/{name}.wasm", env!("CVP_STREAM_WASM_DIR")))
+    }
+
+    /// Contract 0.2: the default value (the event as JSON) is built only
+    /// when a transform reads it or a record keeps it. Title-to-key replaces
+    /// it without reading it: never built. Severity-filter keeps the record:
+    /// built once, at the end. The 0.1 title-to-key receives every field:
+    /// built for it.
+    #[test]
+    fn the_default_value_is_built_only_when_read_or_kept() {
+        let ev = sample();
+        let built = std::cell::Cell::new(0);
+        let first = First {
+            topic: "t".into(),
+            default_value: true,
+        };
+        let run = |specs: &[TransformConfig]| {
+            built.set(0);
+            let specs: Vec<_> = specs.iter().map(|t| t.spec().unwrap()).collect();
+            let mut chain =
+                Chain::load(&specs, Box::new(cvp_transform_engine::NoObserver)).unwrap();
+            let out = chain.process(&[Counting(&ev, &built)], &first);
+            (built.get(), format!("{out:?}"))
+        };
+        let (n, out) = run(&[wasm("title_to_key")]);
+        assert_eq!(n, 0, "title-to-key 0.2 never needs the JSON value: {out}");
+        assert!(out.contains("value: Some([68])"), "{out}");
+        let mut filter = wasm("severity_filter");
+        filter
+            .config
+            .insert("min_severity".into(), serde_yaml::Value::from("info"));
+        let (n, out) = run(&[filter.clone(), wasm("title_to_key")]);
+        assert_eq!(n, 0, "{out}");
+        let (n, _) = run(&[filter]);
+        assert_eq!(n, 1, "kept to the end: built once");
+        let (n, out) = run(&[wasm("title_to_key_01")]);
+        assert_eq!(n, 1, "a 0.1 transform receives the value");
+        assert!(out.contains("value: Some([68])"), "{out}");
+    }
+
+    /// An instance whose linear memory passed `limits.recycle_memory` is
+    /// replaced after its call: the leaking 0.1 fixture (1 MiB an event)
+    /// never reaches its 48 MiB cap, because it is recycled past 16 MiB.
+    #[test]
+    fn an_instance_past_its_high_water_mark_is_recycled() {
+        struct Recycles(std::sync::Arc<std::sync::atomic::AtomicU32>);
+        impl ChainObserver for Recycles {
+            fn recycled(&self, _stage: usize) {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            fn failed(&self, _stage: usize, reason: &'static str) {
+                panic!("an event failed: {reason}");
+            }
+        }
+        let mut leak = wasm("misbehave");
+        leak.config.insert("mode".into(), "leak".into());
+        leak.limits.memory = 48 << 20;
+        leak.limits.recycle_memory = 16 << 20;
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let mut chain =
+            Chain::load(&[leak.spec().unwrap()], Box::new(Recycles(count.clone()))).unwrap();
+        let first = First {
+            topic: "t".into(),
+            default_value: true,
+        };
+        let ev = sample();
+        for _ in 0..100 {
+            let out = chain.process(std::slice::from_ref(&ev), &first);
+            assert!(matches!(&out[0], cvp_transform_engine::Outcome::Produce(r) if r.len() == 1));
+        }
+        let n = count.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            (4..=10).contains(&n),
+            "recycled {n} times in 100 MiB of leaks"
+        );
     }
 
     /// The compilation cache serves a second load and replaces a bad entry

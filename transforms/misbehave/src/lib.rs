@@ -1,10 +1,11 @@
 //! A fixture for the host's fault tests: misbehaves in the configured way
 //! for events whose description contains the trigger, and passes every
-//! other event through unchanged.
+//! other event through unchanged. Built against contract 0.1 (`sdk-0.1`),
+//! so those tests also prove that a 0.1 component still runs.
 
 use std::hint::black_box;
 
-use cvp_transform_sdk::{export_transform, log, Config, Event, KafkaRecord, Transform};
+use cvp_transform_sdk_01::{export_transform, log, Config, Event, KafkaRecord, Transform};
 
 enum Mode {
     /// Keeps 1 MiB for good on every event (triggered or not), like a guest

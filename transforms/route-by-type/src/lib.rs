@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use cvp_transform_sdk::{export_transform, Config, Event, Header, KafkaRecord, Transform};
+use cvp_transform_sdk::{export_transform, Config, Event, Output, Patch, Record, Transform};
 
 struct RouteByType {
     routes: BTreeMap<String, String>,
@@ -22,24 +22,22 @@ impl Transform for RouteByType {
         })
     }
 
-    fn transform(
-        &mut self,
-        event: &Event,
-        mut record: KafkaRecord,
-    ) -> Result<Vec<KafkaRecord>, String> {
-        if let Some(topic) = self
-            .routes
-            .get(&event.event_type)
-            .or(self.default_topic.as_ref())
-        {
-            record.topic.clone_from(topic);
+    fn reads(&self) -> Vec<String> {
+        cvp_transform_sdk::fields(&["event-type"])
+    }
+
+    fn transform(&mut self, event: &Event, _record: &Record) -> Result<Output, String> {
+        let event_type = event.event_type().unwrap_or_default();
+        let mut patch = Patch::new();
+        if let Some(topic) = self.routes.get(event_type).or(self.default_topic.as_ref()) {
+            patch = patch.topic(topic);
         }
-        record.headers.extend([
-            Header::text("cvp-event-type", &event.event_type),
-            Header::text("cvp-severity", event.severity.as_str()),
-            Header::text("cvp-event-key", &event.key),
-        ]);
-        Ok(vec![record])
+        Ok(Output::one(
+            patch
+                .header("cvp-event-type", event_type)
+                .header("cvp-severity", event.severity().as_str())
+                .header("cvp-event-key", event.key()),
+        ))
     }
 }
 

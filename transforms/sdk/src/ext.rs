@@ -1,27 +1,7 @@
 //! Helpers on the generated types. They live in this crate, so plain inherent
 //! impls work and no extension trait needs importing.
 
-use crate::{Event, Header, Severity};
-
-impl Event {
-    /// The value of the event type's field `name` in `data`, if present.
-    pub fn data_get(&self, name: &str) -> Option<&str> {
-        self.data
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// Whether the event is at least as severe as `min`.
-    ///
-    /// A severity newer than this contract (a `severity_code` this version
-    /// does not name) counts as at least as severe as anything: better to
-    /// pass on an alert nobody understands than to drop it.
-    pub fn severity_at_least(&self, min: Severity) -> bool {
-        let unknown = self.severity == Severity::Unspecified && self.severity_code != 0;
-        unknown || self.severity >= min
-    }
-}
+use crate::{Header, Severity};
 
 impl Severity {
     /// Every named severity, least severe first (the order `Ord` uses).
@@ -85,26 +65,6 @@ impl Header {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Operation;
-
-    fn event(severity: Severity, code: i32) -> Event {
-        Event {
-            key: "k".into(),
-            timestamp: 0,
-            operation: Operation::Updated,
-            severity,
-            severity_code: code,
-            title: String::new(),
-            description: String::new(),
-            event_type: String::new(),
-            rule_id: String::new(),
-            data: vec![("a".into(), "1".into()), ("b".into(), "2".into())],
-            components: vec![],
-            last_updated_time: 0,
-            delete_time: 0,
-            metadata: vec![],
-        }
-    }
 
     #[test]
     fn severity_names_round_trip_and_order() {
@@ -116,19 +76,7 @@ mod tests {
     }
 
     #[test]
-    fn unknown_severity_counts_as_severe() {
-        assert!(event(Severity::Unspecified, 7).severity_at_least(Severity::Critical));
-        assert!(!event(Severity::Unspecified, 0).severity_at_least(Severity::Info));
-        assert!(event(Severity::Error, 3).severity_at_least(Severity::Warning));
-        assert!(!event(Severity::Info, 1).severity_at_least(Severity::Warning));
-        // DEBUG (code 5) is the least severe, not "newer than critical".
-        assert!(!event(Severity::Debug, 5).severity_at_least(Severity::Info));
-    }
-
-    #[test]
-    fn data_and_headers() {
-        assert_eq!(event(Severity::Info, 1).data_get("b"), Some("2"));
-        assert_eq!(event(Severity::Info, 1).data_get("c"), None);
+    fn headers() {
         let h = Header::text("k", "vé");
         assert_eq!(h.value, "vé".as_bytes());
         assert_eq!(h.value_str(), Some("vé"));

@@ -1,6 +1,6 @@
 //! Drops events less severe than `min_severity`.
 
-use cvp_transform_sdk::{export_transform, Config, Event, KafkaRecord, Severity, Transform};
+use cvp_transform_sdk::{export_transform, Config, Event, Output, Record, Severity, Transform};
 
 struct SeverityFilter {
     min: Severity,
@@ -19,16 +19,17 @@ impl Transform for SeverityFilter {
         }
     }
 
-    fn transform(
-        &mut self,
-        event: &Event,
-        record: KafkaRecord,
-    ) -> Result<Vec<KafkaRecord>, String> {
-        if event.severity_at_least(self.min) {
-            Ok(vec![record])
+    /// Severity is always given: it reads nothing more.
+    fn reads(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn transform(&mut self, event: &Event, _record: &Record) -> Result<Output, String> {
+        Ok(if event.severity_at_least(self.min) {
+            Output::Keep
         } else {
-            Ok(vec![])
-        }
+            Output::Drop
+        })
     }
 }
 

@@ -1,7 +1,9 @@
 //! key = event title, value = event description, both as the UTF-8 bytes
-//! given; topic and headers are left as they came.
+//! given; topic and headers are left as they came. It reads the title and
+//! the description only, so the host hands over nothing else and never
+//! builds the default JSON value.
 
-use cvp_transform_sdk::{export_transform, Config, Event, KafkaRecord, Transform};
+use cvp_transform_sdk::{export_transform, Config, Event, Output, Patch, Record, Transform};
 
 struct TitleToKey;
 
@@ -10,16 +12,18 @@ impl Transform for TitleToKey {
         Ok(TitleToKey)
     }
 
-    fn transform(
-        &mut self,
-        event: &Event,
-        mut record: KafkaRecord,
-    ) -> Result<Vec<KafkaRecord>, String> {
-        // `Some` even when empty: an empty title is still a key, and an empty
+    fn reads(&self) -> Vec<String> {
+        cvp_transform_sdk::fields(&["title", "description"])
+    }
+
+    fn transform(&mut self, event: &Event, _record: &Record) -> Result<Output, String> {
+        // Set even when empty: an empty title is still a key, and an empty
         // value must not become a tombstone.
-        record.key = Some(event.title.as_bytes().to_vec());
-        record.value = Some(event.description.as_bytes().to_vec());
-        Ok(vec![record])
+        Ok(Output::one(
+            Patch::new()
+                .key(event.title().unwrap_or_default())
+                .value(event.description().unwrap_or_default()),
+        ))
     }
 }
 

@@ -1,13 +1,14 @@
-//! {{name}}: a cvp-stream transform.
+//! {{name}}: a cvp-stream transform (contract 0.2).
 //!
 //! As generated, it passes every record on with a header
 //! `x-transform: {{name}}` added, and drops events less severe than the
-//! `min_severity` config key when one is given. Change `transform` below to
-//! make it do what you need; the guide is transforms/README.md in the
-//! cvp-stream repository.
+//! `min_severity` config key when one is given. Change `reads` and
+//! `transform` below to make it do what you need; the guide is
+//! transforms/README.md in the cvp-stream repository, and
+//! `cvp-stream transform inspect` prints events as a transform receives them.
 
 use cvp_transform_sdk::{
-    export_transform, log, Config, Event, Header, KafkaRecord, Severity, Transform,
+    export_transform, log, Config, Event, Output, Patch, Record, Severity, Transform,
 };
 
 /// The transform's name, as in the `x-transform` header and its log lines.
@@ -46,35 +47,40 @@ impl Transform for Transformer {
         Ok(Transformer { min_severity })
     }
 
+    /// The fields this transform reads; the host fills only these, and
+    /// reading another one is an error that names it. The event's key,
+    /// times, operation and severity, and the record's topic and key, are
+    /// always there. Others: "title", "description", "event-type",
+    /// "rule-id", "data" (or one field: "data.deviceId"), "components",
+    /// "metadata", "json" (the whole event), "devices" and "interfaces"
+    /// (CloudVision's inventory and tags), "link", and the record's "value"
+    /// and "headers".
+    fn reads(&self) -> Vec<String> {
+        cvp_transform_sdk::fields(&[])
+    }
+
     /// Called once per event with the record produced for it so far (the
-    /// first transform in a chain gets the default one: the configured topic,
-    /// key = event key, value = the event as JSON, no headers).
+    /// first transform in a chain gets the default one: the configured
+    /// topic, key = event key, value = the event as JSON, no headers).
     ///
-    /// Return `Ok(vec![record])` to pass it on (changed or not), `Ok(vec![])`
-    /// to drop it, several records to fan out, or `Err(message)` when this
-    /// event cannot be transformed (the host applies `on_error`). Do not
-    /// panic: a panic fails the whole batch and loses the instance's state.
-    fn transform(
-        &mut self,
-        event: &Event,
-        mut record: KafkaRecord,
-    ) -> Result<Vec<KafkaRecord>, String> {
+    /// Return `Output::Keep` to pass it on unchanged, `Output::one(patch)`
+    /// to change it, `Output::Records(patches)` to fan out (e.g.
+    /// `Patch::copy_to("other-topic")`), `Output::Drop` to drop it, or
+    /// `Err(message)` when this event cannot be transformed (the host
+    /// applies `on_error`).
+    fn transform(&mut self, event: &Event, _record: &Record) -> Result<Output, String> {
         // Filter. `severity_at_least` also keeps events whose severity is
         // newer than this contract, rather than dropping what it cannot name.
         if let Some(min) = self.min_severity {
             if !event.severity_at_least(min) {
-                return Ok(vec![]);
+                return Ok(Output::Drop);
             }
         }
 
-        // Rewrite. The record's `topic`, `key` and `value` (bytes; `None` is
-        // a Kafka null) can be changed here too, e.g.
-        //   record.key = Some(event.title.as_bytes().to_vec());
-        // The event's fields: event.key, event.severity, event.title,
-        // event.description, event.event_type, event.data_get("deviceId"), ...
-        record.headers.push(Header::text("x-transform", NAME));
-
-        Ok(vec![record])
+        // Rewrite: a patch names only what changes, e.g.
+        //   Patch::new().key(event.title().unwrap_or_default())  (declare "title")
+        //   .topic("alerts").value(...).null_value().remove_header("k")
+        Ok(Output::one(Patch::new().header("x-transform", NAME)))
     }
 }
 
