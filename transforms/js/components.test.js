@@ -110,7 +110,7 @@ test('site_enrich.wasm (Python)', async () => {
   ];
   inputs[0].record.headers = [{ key: 'site', value: enc('old') }, { key: 'x', value: enc('1') }];
   assert.deepEqual(records(inputs, t.process(inputs)), [
-    [['cvp-events', 'e1', 'site=dc1,x=1']],
+    [['cvp-events', 'e1', 'x=1,site=dc1']],
     [['cvp-events', 'e1', 'site=elsewhere']],
   ]);
   init(t, { sites: { JPE19181520: 'dc1' } });

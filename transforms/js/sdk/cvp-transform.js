@@ -298,7 +298,7 @@ function change(value, what) {
 //   topic:         another topic
 //   key, value:    a string or Uint8Array to set, null for a Kafka null
 //   headers:       replace every header ({ name: value } or a list)
-//   setHeaders:    add these, each replacing the headers of the same name
+//   setHeaders:    add these last, each replacing the headers of the same name
 //   removeHeaders: remove the headers with these names
 export function patch({ topic, key, value, headers, setHeaders, removeHeaders } = {}) {
   return {
@@ -321,8 +321,8 @@ export function drop() {
   return { tag: 'records', val: [] };
 }
 
-// A patch setting one header: replaces any header of that name, or adds it.
-// Needs no declared field.
+// A patch setting one header: the host removes any header of that name and
+// adds this one last. Needs no declared field.
 export function setHeader(name, value) {
   return patch({ setHeaders: { [name]: value } });
 }
@@ -443,9 +443,9 @@ export function apply(record, p) {
   const changed = (c, old) => (c.tag === 'set' ? c.val : c.tag === 'null' ? undefined : old);
   let headers = [...(p.headers ?? raw.headers)];
   for (const h of p.setHeaders) {
-    const at = headers.findIndex((old) => old.key === h.key);
+    // As the host does: every header of that key goes, the new one is last.
     headers = headers.filter((old) => old.key !== h.key);
-    headers.splice(at < 0 ? headers.length : at, 0, h);
+    headers.push(h);
   }
   const remove = new Set(p.removeHeaders);
   return {

@@ -156,7 +156,7 @@ test('apply: what the host makes of a record and a patch', () => {
   const got = cvp.apply(rec, cvp.patch({ topic: 'u', key: null, setHeaders: { a: '9', d: '5' }, removeHeaders: ['c'] }));
   assert.deepEqual(got, {
     topic: 'u', key: undefined, value: enc('v'),
-    headers: [['a', '9'], ['b', '2'], ['d', '5']].map(([key, v]) => ({ key, value: enc(v) })),
+    headers: [['b', '2'], ['a', '9'], ['d', '5']].map(([key, v]) => ({ key, value: enc(v) })),
   });
   assert.deepEqual(cvp.apply(rec, cvp.patch({ value: 'w', headers: [] })), { topic: 't', key: enc('k'), value: enc('w'), headers: [] });
 });

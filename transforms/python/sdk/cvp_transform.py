@@ -334,7 +334,7 @@ def patch(*, topic=None, key=KEEP, value=KEEP, headers=None, set_headers=None,
     topic:          another topic
     key, value:     str or bytes to set, None for a Kafka null
     headers:        replace every header ({name: value} or a list of Header)
-    set_headers:    add these, each replacing the headers of the same name
+    set_headers:    add these last, each replacing the headers of the same name
     remove_headers: remove the headers with these names
     """
     return Patch(
@@ -358,8 +358,8 @@ def drop():
 
 
 def set_header(name, value):
-    """A patch setting one header: replaces any header of that name, or adds
-    it. Needs no declared field."""
+    """A patch setting one header: the host removes any header of that name
+    and adds this one last. Needs no declared field."""
     return patch(set_headers={name: value})
 
 
@@ -456,9 +456,9 @@ def apply(record, change):
             value = new
     headers = list(change.headers if change.headers is not None else record.headers)
     for h in change.set_headers:
-        at = next((i for i, old in enumerate(headers) if old.key == h.key), None)
+        # As the host does: every header of that key goes, the new one is last.
         headers = [old for old in headers if old.key != h.key]
-        headers.insert(len(headers) if at is None else at, h)
+        headers.append(h)
     remove = set(change.remove_headers)
     headers = [h for h in headers if h.key not in remove]
     return Outgoing(topic=topic, key=key, value=value, headers=headers)

@@ -177,7 +177,7 @@ class OutputTest(unittest.TestCase):
                      headers=[Header("a", b"1"), Header("b", b"2"), Header("a", b"3"), Header("c", b"4")])
         got = cvp.apply(rec, cvp.patch(topic="u", key=None, set_headers={"a": "9", "d": "5"}, remove_headers=["c"]))
         self.assertEqual((got.topic, got.key, got.value), ("u", None, b"v"))
-        self.assertEqual(got.headers, [Header("a", b"9"), Header("b", b"2"), Header("d", b"5")])
+        self.assertEqual(got.headers, [Header("b", b"2"), Header("a", b"9"), Header("d", b"5")])
         got = cvp.apply(rec, cvp.patch(value="w", headers=[]))
         self.assertEqual((got.topic, got.key, got.value, got.headers), ("t", b"k", b"w", []))
 

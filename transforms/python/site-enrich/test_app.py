@@ -133,7 +133,9 @@ class ProcessTest(unittest.TestCase):
         [out] = t.process([with_device("JPE19181520")])
         [patch] = out.value
         got = cvp.apply(rec, patch)
-        self.assertEqual(got.headers, [Header("a", b"1"), Header("site", b"dc1"), Header("b", b"2")])
+        # The old site header goes; the new one comes last (the host's
+        # set-headers), the others stay as they were.
+        self.assertEqual(got.headers, [Header("a", b"1"), Header("b", b"2"), Header("site", b"dc1")])
         self.assertEqual((got.topic, got.key, got.value), ("events", b"key", b"v"))
 
     def test_one_output_per_input_in_order(self):
