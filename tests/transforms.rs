@@ -33,6 +33,10 @@ fn json_subset() -> PathBuf {
     example("json_subset.wasm", "transforms/js/json-subset/build.sh")
 }
 
+fn site_route() -> PathBuf {
+    example("site_route.wasm", "transforms/python/site-route/build.sh")
+}
+
 /// What `cvp-stream transform test` did: its exit code, the lines it
 /// printed (one per sample event) and its stderr.
 struct TransformTest {
@@ -137,9 +141,13 @@ fn python_example_through_transform_test() {
     )
     .assert_success()
     .lines;
-    let sites: Vec<String> = lines
+    // `... key="..."  headers=[site=dc1]  value="..."`: the headers.
+    let sites: Vec<&str> = lines
         .iter()
-        .map(|l| l.rsplit("headers=").next().unwrap().to_string())
+        .map(|l| {
+            let headers = l.split("  headers=").nth(1).unwrap_or("");
+            headers.split("  value=").next().unwrap()
+        })
         .collect();
     assert_eq!(
         sites,
@@ -175,6 +183,105 @@ fn javascript_example_through_transform_test() {
     );
     transform_test(json_subset(), &["--config", "fields=[sevrity]"])
         .assert_failure_with("unknown field \"sevrity\"");
+}
+
+/// site-route (Python) in the host's own chain, over the sample events with
+/// the inventory a CVP source joins onto each (`SourceEvent.enrichment`:
+/// the devices it names that the inventory knows, with their tags). Each
+/// record goes to its device's `site` topic, keyed `hostname:interface`; a
+/// device the inventory does not know and an event naming no device go to
+/// the fallback topic. The value and headers are not touched.
+#[test]
+fn python_site_route_routes_by_device_tags() {
+    use cvp_stream::commands::transform_test::{load_events, EventsArg};
+    use cvp_stream::enrichment::{Creator, Device, Enrichment, Tag};
+    use cvp_stream::transforms::{PipelineConfig, TransformConfig, TransformStage};
+    use cvp_transform_engine::Outcome;
+    use std::sync::Arc;
+
+    let tag = |label: &str, value: &str| Tag {
+        label: label.into(),
+        value: value.into(),
+        creator: Creator::User,
+    };
+    let device = |id: &str, hostname: Option<&str>, tags: Vec<Tag>| Device {
+        id: id.into(),
+        hostname: hostname.map(String::from),
+        tags,
+        ..Device::default()
+    };
+    // HSH14415002 (the DEVICE_STOPPED_STREAMING event's) is not in it.
+    let inventory = [
+        device(
+            "JPE19181520",
+            Some("leaf1"),
+            vec![tag("role", "leaf"), tag("site", "dc1")],
+        ),
+        device("SSJ17371234", Some("leaf2"), vec![tag("site", "New York")]),
+        // No hostname: the key falls back to the serial number.
+        device("JPE20224411", None, vec![tag("site", "dc2")]),
+    ];
+    let mut events = load_events(&EventsArg { events: None }).unwrap();
+    for ev in &mut events {
+        let named = ev
+            .event
+            .data
+            .as_ref()
+            .and_then(|d| d.data.get("deviceId").cloned());
+        ev.enrichment = Some(Arc::new(Enrichment {
+            devices: inventory
+                .iter()
+                .filter(|d| Some(&d.id) == named.as_ref())
+                .map(|d| Arc::new(d.clone()))
+                .collect(),
+            ..Enrichment::default()
+        }));
+    }
+
+    let mut transform = TransformConfig::new("site-route", site_route());
+    for (k, v) in [("topic", "events.{site}"), ("fallback", "events.unrouted")] {
+        transform
+            .config
+            .insert(k.into(), serde_yaml::Value::String(v.into()));
+    }
+    let mut stage =
+        TransformStage::load(&[transform], &PipelineConfig::default(), "cvp-events").unwrap();
+    let got: Vec<String> = events
+        .iter()
+        .zip(stage.process(&events))
+        .map(|(ev, outcome)| match outcome {
+            Outcome::Produce(records) => {
+                assert_eq!(records.len(), 1, "{records:?}");
+                let r = &records[0];
+                assert!(r.headers.is_empty(), "{r:?}");
+                // The value is the default one, the event as JSON.
+                let value: serde_json::Value =
+                    serde_json::from_slice(r.value.as_deref().unwrap()).unwrap();
+                assert_eq!(value["key"]["key"], ev.key());
+                format!(
+                    "{} {} {}",
+                    ev.key(),
+                    r.topic,
+                    String::from_utf8_lossy(r.key.as_deref().unwrap())
+                )
+            }
+            Outcome::Failed(f) => panic!("{}: {f:?}", ev.key()),
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "a1f3c2e0d9b84e11 events.dc1 leaf1:Ethernet49/1",
+            "b7e29d4410aa4c07 events.New_York leaf2:Management1",
+            "c03f1b9e77e24a55 events.dc1 leaf1:Ethernet50/1",
+            "d5a8e61f0c3b4b9a events.New_York leaf2:Management1",
+            "e91c0a7b3d664f28 events.dc2 JPE20224411",
+            "f2d7b5c1a8e94d30 events.dc2 JPE20224411",
+            "e91c0a7b3d664f28 events.dc2 JPE20224411",
+            "0aa1bb2cc3dd4ee5 events.unrouted HSH14415002",
+            "1bb2cc3dd4ee5ff6 events.unrouted 1bb2cc3dd4ee5ff6",
+        ]
+    );
 }
 
 /// Python then JavaScript then nothing else: headers from the first, the

@@ -88,13 +88,34 @@ const RUST: &[Template] = templates![
     "rust/src/lib.rs",
     "rust/README.md"
 ];
-const PYTHON: &[Template] = templates!["python/app.py", "python/build.sh", "python/README.md"];
-const JS: &[Template] = templates![
-    "js/transform.js",
-    "js/package.json",
-    "js/build.sh",
-    "js/README.md"
-];
+/// A Python or JavaScript project gets the templates and a copy of its SDK
+/// helpers, so that it builds anywhere. The helpers are embedded from
+/// transforms/*/sdk, where the examples use them: one file, no drift.
+macro_rules! with_sdk {
+    ([$($path:literal),* $(,)?], [$($sdk_path:literal => $sdk_file:literal),* $(,)?]) => {
+        &[
+            $(Template { path: $path, text: include_str!(concat!("../../templates/", $path)) },)*
+            $(Template { path: $sdk_path, text: include_str!(concat!("../../../transforms/", $sdk_file)) },)*
+        ]
+    };
+}
+
+const PYTHON: &[Template] = with_sdk!(
+    ["python/app.py", "python/build.sh", "python/README.md"],
+    ["python/cvp_transform.py" => "python/sdk/cvp_transform.py"]
+);
+const JS: &[Template] = with_sdk!(
+    [
+        "js/transform.js",
+        "js/package.json",
+        "js/build.sh",
+        "js/README.md"
+    ],
+    [
+        "js/cvp-transform.js" => "js/sdk/cvp-transform.js",
+        "js/bundle.config.mjs" => "js/sdk/bundle.config.mjs",
+    ]
+);
 
 pub fn run(args: TransformNewArgs) -> Result<()> {
     let name = &args.name;

@@ -2,31 +2,39 @@
 
 As generated, it passes every record on with a header `x-transform: {{name}}`
 added, and drops events less severe than the `min_severity` config key when
-one is given. Change `transform` below to make it do what you need.
+one is given. Change `transform` below (and READS) to make it do what you need.
 
-Built into a WebAssembly component by build.sh (componentize-py 0.25.1). The
-`wit_world` package is generated from wit/transform.wit at build time; to read
-it: `.venv/bin/componentize-py -d wit -w transform bindings bindings/`.
-How the contract looks from Python:
-  - records are dataclasses with snake_case fields (`event.event_type`,
-    `event.severity_code`, `inp.record`); `list<u8>` is `bytes`,
-    `option<T>` is `T | None`, tuples are tuples, enums are `Enum`s
-    (`Severity.ERROR`);
-  - an output is `Output_Records([record, ...])` (an empty list drops the
-    input) or `Output_Error("message")`;
-  - `init` returns `result<_, string>`: raising `Err("message")` is `err`.
+Built into a WebAssembly component by build.sh (componentize-py 0.25.1), for
+the contract in wit/transform.wit (cvp-stream:transform@0.2.0). The helpers
+in cvp_transform.py (`cvp` below) are bundled with it; its docstrings say
+what each does. The `wit_world` package is generated from the contract at
+build time; to read it:
+`.venv/bin/componentize-py -d wit -w transform bindings bindings/`.
 """
 
+import cvp_transform as cvp
 from componentize_py_types import Err
 from wit_world import exports
 from wit_world.imports import host
-from wit_world.imports.types import Header, Output_Error, Output_Records, Severity
+from wit_world.imports.types import Severity
 
 NAME = "{{name}}"
+
+# The fields `transform` reads. The host fills only these, so a transform
+# pays only for what it uses; reading any other raises cvp.UndeclaredField,
+# naming it. Always there without asking: key, timestamp, operation,
+# severity, severity_code, last_updated_time, delete_time, and the record's
+# topic and key. To ask for: "title", "description", "event-type",
+# "rule-id", "data" (or "data.deviceId", ... one entry each), "components",
+# "metadata", "json" (the whole event as protobuf JSON), "devices" and
+# "interfaces" (CloudVision's inventory records, with tags), "link", and the
+# record's "value" and "headers".
+READS = []
 
 # componentize-py creates a new Transformer object for every call from the
 # host, so state set in `init` must live at module level, not on `self`.
 _min_severity = None  # a Severity, or None to keep every event
+_tagged = cvp.set_header("x-transform", NAME)  # built once, shared
 
 
 def parse_min_severity(text):
@@ -43,46 +51,40 @@ def parse_min_severity(text):
     return severity
 
 
-def severity_at_least(event, minimum):
-    """Whether the event is at least as severe as `minimum`. A severity newer
-    than this contract (`unspecified` with a non-zero code) counts as severe
-    enough: better to pass on an alert nobody understands than to drop it."""
-    if event.severity == Severity.UNSPECIFIED and event.severity_code != 0:
-        return True
-    # Severity's values follow the WIT order, least severe first.
-    return event.severity.value >= minimum.value
-
-
 def transform(event, record):
-    """Turns one event and the record produced for it so far into the list of
-    records to produce: [record] to pass it on (changed or not), [] to drop
-    it, several to fan out. Raise an exception when this event cannot be
-    transformed: the host applies the transform's `on_error` policy.
+    """What to produce for one event (a cvp.Event) and its record so far (a
+    cvp.Record: topic, key; value and headers when declared). Return
 
-    `record` has `topic` (str), `key` and `value` (bytes, or None for a Kafka
-    null) and `headers` (a list of Header(key=str, value=bytes)). The first
-    transform in a chain gets the default record: the configured topic,
-    key = event key, value = the event as JSON, no headers.
+      cvp.keep()                  the record unchanged
+      cvp.drop()                  no record
+      cvp.patch(topic=..., key=..., value=..., set_headers={...})
+                                  the record with changes (str or bytes;
+                                  None is a Kafka null)
+      [patch, patch, ...]         several records (fan out), e.g.
+                                  [cvp.patch(), cvp.copy_to("audit")]
+
+    Raise an exception when this event cannot be transformed: the host
+    applies the transform's `on_error` policy. Lookups: event.title,
+    event.data_field("deviceId"), event.device_id(),
+    event.device(id).hostname, cvp.tag(event.device(id), "site").
     """
     # Filter.
-    if _min_severity is not None and not severity_at_least(event, _min_severity):
-        return []
+    if _min_severity is not None and not event.severity_at_least(_min_severity):
+        return cvp.drop()
 
-    # Rewrite. Change topic, key or value here too, e.g.
-    #   record.key = event.title.encode()
-    # The event's fields: event.key, event.severity, event.title,
-    # event.description, event.event_type, event.data (list of (name, value)).
-    record.headers.append(Header(key="x-transform", value=NAME.encode()))
-    return [record]
+    # Rewrite, e.g. (after adding "title" to READS):
+    #   return cvp.patch(key=event.title, set_headers={"x-transform": NAME})
+    return _tagged
 
 
 class Transformer(exports.Transformer):
     def init(self):
-        """Runs once before the first batch. host.config() is this
-        transform's `config:` map as (key, value) pairs: scalars as text,
-        lists and maps as JSON text (json.loads them). Raising Err stops the
-        host's start-up (and `cvp-stream validate`) with the message, so name
-        the key and the value. Read your own config keys here."""
+        """Runs once before the first batch; returns the fields it reads.
+        host.config() is this transform's `config:` map as (key, value)
+        pairs: scalars as text, lists and maps as JSON text (json.loads
+        them). Raising Err stops the host's start-up (and `cvp-stream
+        validate`) with the message, so name the key and the value. Read
+        your own config keys here."""
         global _min_severity
         config = dict(host.config())
         try:
@@ -96,13 +98,9 @@ class Transformer(exports.Transformer):
             if _min_severity is not None
             else f"{NAME}: keeping every event",
         )
+        return cvp.reads(*READS)
 
     def process(self, batch):
-        """Must return exactly one output per input, in the same order."""
-        out = []
-        for inp in batch:
-            try:
-                out.append(Output_Records(transform(inp.event, inp.record)))
-            except Exception as e:  # one bad event must not cost the batch
-                out.append(Output_Error(f"{NAME}: {type(e).__name__}: {e}"))
-        return out
+        """One output per input, in order; an exception for one event is that
+        event's error, not the batch's."""
+        return cvp.process(batch, transform, NAME)

@@ -4,43 +4,61 @@
 // subset of the event's fields, in the order they were chosen. Topic, key and
 // headers pass through unchanged; every input gives exactly one record.
 //
-// Built into a WebAssembly component with `jco componentize` (see build.sh).
-// jco's mapping of the WIT contract (wit/transform.wit) to JavaScript:
+// Contract cvp-stream:transform@0.2.0: init returns the fields it reads (only
+// those of the chosen ones that the host fills on request), and each output
+// is a patch that sets the value. Built into a WebAssembly component with
+// `jco componentize --bundle` (see build.sh), which bundles the helpers in
+// ../sdk/cvp-transform.js. jco's mapping of the contract to JavaScript:
 //   - the exported interface `transformer` is the exported object of that name;
 //   - records are plain objects with camelCase fields (`eventType`,
 //     `severityCode`, `lastUpdatedTime`; `input.record`);
 //   - `s64` (timestamps) is a BigInt, `s32` a Number, enums are their
 //     lower-case names, tuples are arrays, `list<u8>` is a Uint8Array,
 //     `option<T>` is the value or undefined;
-//   - variant `output` is `{ tag: 'records', val: [...] }` or
-//     `{ tag: 'error', val: 'message' }`;
-//   - `init` returns `result<_, string>`: returning is `ok`; throwing a
-//     string is `err` with that string (throwing an Error object traps).
+//   - variants are `{ tag, val }`: an output is `{ tag: 'keep' }`,
+//     `{ tag: 'records', val: [patch, ...] }` or `{ tag: 'error', val: '...' }`;
+//   - `init` returns `result<list<string>, string>`: returning the list is
+//     `ok`; throwing a string is `err` (throwing an Error object traps), which
+//     cvp.initialize takes care of.
 
-import { log, config } from 'cvp-stream:transform/host@0.1.0';
+import { log, config } from 'cvp-stream:transform/host@0.2.0';
+import * as cvp from '../sdk/cvp-transform.js';
 
 const DEFAULT_FIELDS = ['key', 'timestamp', 'severity', 'title', 'description', 'event-type', 'data'];
 
 // Field name in the output JSON (camelCase, as in the default record value and
-// in jco's bindings) -> renderer from the event to JSON text.
+// in jco's bindings) -> renderer from the event (a cvp.Event) to JSON text.
+// A string, `data` or `components` CVP left unset renders empty, as before
+// contract 0.2 made them optional.
 const RENDERERS = {
   key: (e) => JSON.stringify(e.key),
   timestamp: (e, ts) => ts(e.timestamp),
   operation: (e) => JSON.stringify(e.operation),
   severity: (e) => JSON.stringify(e.severity),
   severityCode: (e) => String(e.severityCode),
-  title: (e) => JSON.stringify(e.title),
-  description: (e) => JSON.stringify(e.description),
-  eventType: (e) => JSON.stringify(e.eventType),
-  ruleId: (e) => JSON.stringify(e.ruleId),
-  data: (e) => pairsToObject(e.data),
+  title: (e) => JSON.stringify(e.title ?? ''),
+  description: (e) => JSON.stringify(e.description ?? ''),
+  eventType: (e) => JSON.stringify(e.eventType ?? ''),
+  ruleId: (e) => JSON.stringify(e.ruleId ?? ''),
+  data: (e) => pairsToObject(e.data ?? []),
   components: (e) =>
     '[' +
-    e.components
+    (e.components ?? [])
       .map((c) => '{"kind":' + JSON.stringify(c.kind) + ',"fields":' + pairsToObject(c.fields) + '}')
       .join(',') +
     ']',
   lastUpdatedTime: (e, ts) => ts(e.lastUpdatedTime),
+};
+
+// The field the host fills only on request, for each output field that
+// needs one (the others are always filled).
+const READS = {
+  title: 'title',
+  description: 'description',
+  eventType: 'event-type',
+  ruleId: 'rule-id',
+  data: 'data',
+  components: 'components',
 };
 
 // `event-type` / `eventType` / `EVENT_TYPE` -> `eventType`.
@@ -145,10 +163,9 @@ function configure(pairs) {
     seen.add(field);
     chosen.push([JSON.stringify(field) + ':', RENDERERS[field]]);
   }
-  return { chosen, ts: TIMESTAMP_FORMATS[format], names: [...seen] };
+  const reads = [...seen].filter((f) => f in READS).map((f) => READS[f]);
+  return { chosen, ts: TIMESTAMP_FORMATS[format], names: [...seen], reads };
 }
-
-const encoder = new TextEncoder();
 
 function render(event) {
   let out = '{';
@@ -159,42 +176,23 @@ function render(event) {
   return out + '}';
 }
 
+// The output for one event: the record with its value replaced.
+function transform(event) {
+  return cvp.patch({ value: render(event) });
+}
+
 export const transformer = {
   init() {
-    let parsed;
-    try {
-      parsed = configure(config());
-    } catch (e) {
-      // componentize-js turns a thrown *string* (or an object with a
-      // `payload` property) into init's `err` case; a thrown Error object
-      // would trap the instance instead. So throw the message itself.
-      throw e && e.message ? e.message : String(e);
-    }
-    selected = parsed.chosen;
-    renderTs = parsed.ts;
-    log('debug', `json-subset: fields ${parsed.names.join(', ')}`);
+    return cvp.initialize(() => {
+      const parsed = configure(config());
+      selected = parsed.chosen;
+      renderTs = parsed.ts;
+      log('debug', `json-subset: fields ${parsed.names.join(', ')}`);
+      return cvp.reads(...parsed.reads);
+    });
   },
 
   process(batch) {
-    const outputs = new Array(batch.length);
-    for (let i = 0; i < batch.length; i++) {
-      const { event, record } = batch[i];
-      try {
-        outputs[i] = {
-          tag: 'records',
-          val: [
-            {
-              topic: record.topic,
-              key: record.key,
-              value: encoder.encode(render(event)),
-              headers: record.headers,
-            },
-          ],
-        };
-      } catch (e) {
-        outputs[i] = { tag: 'error', val: e && e.message ? e.message : String(e) };
-      }
-    }
-    return outputs;
+    return cvp.process(batch, transform);
   },
 };

@@ -5,22 +5,26 @@ the device the event is about, from a mapping given in the transform's config:
 
     sites:   JSON object deviceId -> site name (required)
     default: site for devices not in `sites` (optional; without it such
-             records get no header)
+             records are passed on unchanged)
     header:  the header's name (optional, default `site`)
 
 The record is otherwise left as it is. Built into a component with
-componentize-py (see build.sh); the `wit_world` package is generated from
-../../../wit at build time.
+componentize-py (see build.sh), for the contract cvp-stream:transform@0.2.0;
+the `wit_world` package is generated from ../../../wit at build time and
+cvp_transform.py (../sdk) is bundled beside this file.
 """
 
 import json
 
+import cvp_transform as cvp
 from componentize_py_types import Err
 from wit_world import exports
 from wit_world.imports import host
-from wit_world.imports.types import Header, Output_Error, Output_Records
 
-DEVICE_ID = "deviceId"
+# All the event this transform reads: the device is named by `data.deviceId`
+# or a component's `deviceId`. The header is set with a patch, so neither the
+# record's value nor its headers need to cross the boundary.
+READS = ["data.deviceId", "components"]
 
 
 def parse_config(pairs):
@@ -59,51 +63,28 @@ def parse_config(pairs):
     return header, sites, default
 
 
-def device_id(event):
-    """The event's device: `data` entry `deviceId`, else the first component
-    field `deviceId`; None if there is neither."""
-    for name, value in event.data:
-        if name == DEVICE_ID:
-            return value
-    for component in event.components:
-        for name, value in component.fields:
-            if name == DEVICE_ID:
-                return value
-    return None
-
-
 class Enricher:
     """The per-record logic, free of any host call so it can be tested alone."""
 
     def __init__(self, header, sites, default):
-        self.header = header
-        # One Header object per site, built once: records share them, so the
-        # per-event work is a lookup and a list append.
+        # One output per site, built once and shared by the records of that
+        # site: the per-event work is a lookup. set_header makes the host
+        # replace a header of the same name (e.g. from an earlier transform)
+        # rather than add a second one.
         cache = {}
 
-        def header_for(site):
+        def patch_for(site):
             if site not in cache:
-                cache[site] = Header(key=header, value=site.encode())
+                cache[site] = cvp.output(cvp.set_header(header, site))
             return cache[site]
 
-        self.by_device = {device: header_for(site) for device, site in sites.items()}
-        self.default = header_for(default) if default is not None else None
+        self.by_device = {device: patch_for(site) for device, site in sites.items()}
+        self.default = patch_for(default) if default is not None else cvp.keep()
 
-    def enrich(self, inp):
-        """Returns the input's record with the site header set (in place)."""
-        record = inp.record
-        found = self.by_device.get(device_id(inp.event), self.default)
-        if found is not None:
-            headers = record.headers
-            # Replace a header of the same name (e.g. set by an earlier
-            # transform) rather than add a second one.
-            for i, h in enumerate(headers):
-                if h.key == self.header:
-                    headers[i] = found
-                    break
-            else:
-                headers.append(found)
-        return record
+    def enrich(self, event, record):
+        """The output for one event (a cvp.Event): the site header, or the
+        record unchanged for an unknown device without a default."""
+        return self.by_device.get(event.device_id(), self.default)
 
 
 # componentize-py creates a fresh Transformer object for every call from the
@@ -119,18 +100,13 @@ class Transformer(exports.Transformer):
         except ValueError as e:
             raise Err(str(e))
         _enricher = Enricher(header, sites, default)
+        reads = cvp.reads(*READS)
         host.log(
             host.Level.DEBUG,
             f"site-enrich: {len(sites)} devices mapped, header `{header}`, "
             + (f"default `{default}`" if default is not None else "no default"),
         )
+        return reads
 
     def process(self, batch):
-        enrich = _enricher.enrich
-        out = []
-        for inp in batch:
-            try:
-                out.append(Output_Records([enrich(inp)]))
-            except Exception as e:  # one bad event must not cost the batch
-                out.append(Output_Error(f"site-enrich: {type(e).__name__}: {e}"))
-        return out
+        return cvp.process(batch, _enricher.enrich, "site-enrich")

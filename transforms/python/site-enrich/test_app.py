@@ -1,77 +1,44 @@
-"""Unit tests of app.py's logic, run natively (no WebAssembly).
+"""Unit tests of site-enrich's app.py, run natively (no WebAssembly).
 
-    ../../../target/py-venv/bin/python test_app.py      (after ./build.sh)
+    target/py-venv/bin/python transforms/python/site-enrich/test_app.py
 
-Generates the Python bindings for wit/ with componentize-py into a temporary
-folder, imports app.py against them, and stands in for the host's `config`
-and `log` imports.
+(after build.sh has made the venv). Generates the Python bindings for wit/
+with componentize-py, imports app.py against them with the SDK helpers from
+../sdk, and stands in for the host's `config` and `log` imports.
 """
 
-import dataclasses
-import json
 import os
-import subprocess
 import sys
-import tempfile
 import unittest
-
-sys.dont_write_bytecode = True  # keep the source folder clean
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.normpath(os.path.join(HERE, "..", "..", ".."))
+sys.path[:0] = [os.path.join(HERE, "..", "sdk"), HERE]
 
-_bindings = tempfile.TemporaryDirectory()
-subprocess.run(
-    [
-        os.path.join(os.path.dirname(sys.executable), "componentize-py"),
-        "-d", os.path.join(REPO, "wit"), "-w", "transform",
-        "bindings", _bindings.name,
-    ],
-    check=True,
-    stdout=subprocess.DEVNULL,
-)
-sys.path[:0] = [_bindings.name, HERE]
+import cvp_testing  # noqa: E402
+
+cvp_testing.use_bindings(os.path.join(REPO, "wit"))
 
 import app  # noqa: E402
+import cvp_transform as cvp  # noqa: E402
 from componentize_py_types import Err  # noqa: E402
+from cvp_testing import event, inp, record  # noqa: E402
 from wit_world.imports import host  # noqa: E402
 from wit_world.imports.types import (  # noqa: E402
-    Component, Event, Header, Input, KafkaRecord, Operation, Output_Error,
-    Output_Records, Severity,
+    BytesChange_Keep, Component, Header, Output_Error, Output_Keep,
+    Output_Records, Patch,
 )
 
 SITES = {"JPE19181520": "dc1", "SSJ17371234": "dc2"}
 
 
-def event(data=(), components=()):
-    known = dict(
-        key="k", timestamp=1, operation=Operation.UPDATED, severity=Severity.INFO,
-        severity_code=1, title="t", description="d", event_type="DEVICE_INTF_ERR",
-        rule_id="", data=list(data), components=list(components), last_updated_time=1,
-    )
-    # Fields the WIT gains later get zero values, so these tests keep working.
-    zero = {int: 0, str: ""}
-    for f in dataclasses.fields(Event):
-        if f.name not in known:
-            known[f.name] = zero.get(f.type, [])
-    return Event(**known)
-
-
-def inp(ev, headers=()):
-    return Input(ev, KafkaRecord("events", b"key", b"value", list(headers)))
-
-
 def start(**config):
-    """A Transformer whose init saw `config` (maps given as JSON, as the host does)."""
-    logs = []
-    host.config = lambda: [
-        (k, v if isinstance(v, str) else json.dumps(v)) for k, v in config.items()
-    ]
-    host.log = lambda level, msg: logs.append((level, msg))
-    app.Transformer().init()
+    """A Transformer whose init saw `config`; (transformer, reads, logs)."""
+    logs = cvp_testing.host(**config)
+    reads = app.Transformer().init()
     # componentize-py makes a new Transformer for every call: process must
     # not depend on state kept on the object init ran on.
-    return app.Transformer(), logs
+    return app.Transformer(), reads, logs
 
 
 def init_error(**config):
@@ -82,95 +49,142 @@ def init_error(**config):
     raise AssertionError("init did not fail")
 
 
+def site_header(name, site):
+    """The output that sets one header, as the host receives it."""
+    return Output_Records([Patch(
+        topic=None, key=BytesChange_Keep(), value=BytesChange_Keep(), headers=None,
+        set_headers=[Header(name, site.encode())], remove_headers=[],
+    )])
+
+
+def with_device(device, **fields):
+    return inp(data=[("deviceId", device)] if device else [], components=[], **fields)
+
+
 class InitTest(unittest.TestCase):
+    def test_reads_only_the_device_fields(self):
+        _, reads, _ = start(sites=SITES)
+        self.assertEqual(reads, ["data.deviceId", "components"])
+
     def test_missing_sites(self):
-        self.assertIn("`sites` is missing", init_error())
+        self.assertEqual(
+            init_error(),
+            "config key `sites` is missing: give a map of deviceId to site name, "
+            "e.g. sites: { JPE19181520: dc1 }",
+        )
 
     def test_sites_not_a_map(self):
-        self.assertIn("`sites` must be a map", init_error(sites="dc1"))
+        self.assertEqual(
+            init_error(sites="dc1"),
+            "config key `sites` must be a map of deviceId to site name, got 'dc1'",
+        )
         self.assertIn("`sites` must be a map", init_error(sites=["a"]))
         self.assertIn("`sites` must be a map", init_error(sites="{not json"))
 
     def test_site_not_a_string(self):
-        msg = init_error(sites={"JPE19181520": 3})
-        self.assertIn("`sites`", msg)
-        self.assertIn("JPE19181520", msg)
+        self.assertEqual(
+            init_error(sites={"JPE19181520": 3}),
+            "config key `sites`: the site of device 'JPE19181520' must be a string, got 3",
+        )
 
     def test_empty_header_name(self):
-        self.assertIn("`header`", init_error(sites=SITES, header=""))
+        self.assertEqual(init_error(sites=SITES, header=""), "config key `header` must not be empty")
 
     def test_logs_once_at_debug(self):
-        _, logs = start(sites=SITES, default="unknown")
-        self.assertEqual(len(logs), 1)
-        self.assertEqual(logs[0][0], host.Level.DEBUG)
-        self.assertIn("2 devices", logs[0][1])
+        _, _, logs = start(sites=SITES, default="unknown")
+        self.assertEqual(
+            logs,
+            [(host.Level.DEBUG, "site-enrich: 2 devices mapped, header `site`, default `unknown`")],
+        )
 
 
 class ProcessTest(unittest.TestCase):
     def test_device_from_data(self):
-        t, _ = start(sites=SITES)
-        [out] = t.process([inp(event(data=[("a", "x"), ("deviceId", "JPE19181520")]))])
-        self.assertIsInstance(out, Output_Records)
-        [rec] = out.value
-        self.assertEqual(rec.headers, [Header("site", b"dc1")])
-        self.assertEqual((rec.topic, rec.key, rec.value), ("events", b"key", b"value"))
+        t, _, _ = start(sites=SITES)
+        [out] = t.process([inp(data=[("deviceId", "JPE19181520")], components=[])])
+        self.assertEqual(out, site_header("site", "dc1"))
 
     def test_device_from_first_component(self):
-        t, _ = start(sites=SITES)
+        t, _, _ = start(sites=SITES)
         comps = [
             Component("COMPONENT_TYPE_INTERFACE", [("interfaceId", "Et1")]),
             Component("COMPONENT_TYPE_DEVICE", [("deviceId", "SSJ17371234")]),
             Component("COMPONENT_TYPE_DEVICE", [("deviceId", "JPE19181520")]),
         ]
-        [out] = t.process([inp(event(components=comps))])
-        self.assertEqual(out.value[0].headers, [Header("site", b"dc2")])
+        # `data` declared but unset arrives None: not an error.
+        [out] = t.process([inp(data=None, components=comps)])
+        self.assertEqual(out, site_header("site", "dc2"))
 
-    def test_data_wins_over_components(self):
-        t, _ = start(sites=SITES)
-        ev = event(
-            data=[("deviceId", "SSJ17371234")],
-            components=[Component("C", [("deviceId", "JPE19181520")])],
-        )
-        [out] = t.process([inp(ev)])
-        self.assertEqual(out.value[0].headers, [Header("site", b"dc2")])
-
-    def test_unknown_device_without_default_is_untouched(self):
-        t, _ = start(sites=SITES)
-        [a, b] = t.process([
-            inp(event(data=[("deviceId", "NOPE")]), [Header("x", b"1")]),
-            inp(event()),
-        ])
-        self.assertEqual(a.value[0].headers, [Header("x", b"1")])
-        self.assertEqual(b.value[0].headers, [])
+    def test_unknown_device_or_none_without_default_is_kept(self):
+        t, _, _ = start(sites=SITES)
+        outs = t.process([with_device("NOPE"), with_device(None)])
+        self.assertEqual(outs, [Output_Keep(), Output_Keep()])
 
     def test_unknown_device_with_default(self):
-        t, _ = start(sites=SITES, default="unknown", header="dc")
-        [out] = t.process([inp(event(data=[("deviceId", "NOPE")]))])
-        self.assertEqual(out.value[0].headers, [Header("dc", b"unknown")])
+        t, _, _ = start(sites=SITES, default="unknown", header="dc")
+        [a, b] = t.process([with_device("NOPE"), with_device(None)])
+        self.assertEqual(a, site_header("dc", "unknown"))
+        self.assertEqual(b, site_header("dc", "unknown"))
 
-    def test_keeps_other_headers_and_replaces_same_name(self):
-        t, _ = start(sites=SITES)
+    def test_host_keeps_other_headers_and_replaces_same_name(self):
+        t, _, _ = start(sites=SITES)
         headers = [Header("a", b"1"), Header("site", b"old"), Header("b", b"2")]
-        [out] = t.process([inp(event(data=[("deviceId", "JPE19181520")]), headers)])
-        self.assertEqual(
-            out.value[0].headers,
-            [Header("a", b"1"), Header("site", b"dc1"), Header("b", b"2")],
-        )
+        rec = record(value=b"v", headers=headers)
+        [out] = t.process([with_device("JPE19181520")])
+        [patch] = out.value
+        got = cvp.apply(rec, patch)
+        # The old site header goes; the new one comes last (the host's
+        # set-headers), the others stay as they were.
+        self.assertEqual(got.headers, [Header("a", b"1"), Header("b", b"2"), Header("site", b"dc1")])
+        self.assertEqual((got.topic, got.key, got.value), ("events", b"key", b"v"))
 
     def test_one_output_per_input_in_order(self):
-        t, _ = start(sites=SITES)
+        t, _, _ = start(sites=SITES)
         devices = ["JPE19181520", "X", "SSJ17371234"] * 100
-        outs = t.process([inp(event(data=[("deviceId", d)])) for d in devices])
-        self.assertEqual(len(outs), len(devices))
-        got = [o.value[0].headers[0].value if o.value[0].headers else None for o in outs]
-        self.assertEqual(got, [b"dc1", None, b"dc2"] * 100)
+        outs = t.process([with_device(d) for d in devices])
+        self.assertEqual(
+            outs, [site_header("site", "dc1"), Output_Keep(), site_header("site", "dc2")] * 100
+        )
 
     def test_bad_input_is_an_error_output_not_a_trap(self):
-        t, _ = start(sites=SITES)
-        bad = Input(event(data=[("deviceId", "JPE19181520")]), None)
-        [a, b] = t.process([bad, inp(event())])
-        self.assertIsInstance(a, Output_Error)
-        self.assertIsInstance(b, Output_Records)
+        t, _, _ = start(sites=SITES)
+        bad = with_device("JPE19181520")
+        bad.event.data = 7  # not a list: the lookup raises
+        [a, b] = t.process([bad, with_device("SSJ17371234")])
+        self.assertEqual(a, Output_Error("site-enrich: TypeError: 'int' object is not iterable"))
+        self.assertEqual(b, site_header("site", "dc2"))
+
+
+class UndeclaredFieldTest(unittest.TestCase):
+    """The SDK turns reading a field init did not return into an error that
+    says which and what to do, rather than the None the host sends."""
+
+    def test_reading_an_undeclared_field_names_it(self):
+        start(sites=SITES)
+        ev = cvp.Event(event(title=None, data=[], components=[]))
+        with self.assertRaises(cvp.UndeclaredField) as caught:
+            ev.title
+        self.assertEqual(
+            str(caught.exception),
+            'field "title" was read but not declared: add "title" to the reads '
+            "list that init returns (cvp_transform.reads(...))",
+        )
+        with self.assertRaises(cvp.UndeclaredField) as caught:
+            ev.data_field("interfaceId")  # only data.deviceId was declared
+        self.assertEqual(caught.exception.field, "data.interfaceId")
+        self.assertEqual(ev.data_field("deviceId"), None)  # declared, unset
+
+    def test_in_process_it_is_that_event_error(self):
+        start(sites=SITES)
+        outs = cvp.process(
+            [with_device("JPE19181520")],
+            lambda e, r: cvp.set_header("title", e.title),
+            "site-enrich",
+        )
+        self.assertEqual(outs, [Output_Error(
+            'site-enrich: UndeclaredField: field "title" was read but not declared: '
+            'add "title" to the reads list that init returns (cvp_transform.reads(...))'
+        )])
 
 
 if __name__ == "__main__":
