@@ -129,7 +129,6 @@ impl EventCache {
             op,
             seq: 0,
             enrichment: None,
-            enrichment: None,
         };
         Some(match too_large {
             None => Applied::Event(ev),
@@ -147,6 +146,7 @@ impl EventCache {
             event: Arc::new(value),
             op,
             seq: 0,
+            enrichment: None,
         })
     }
 
