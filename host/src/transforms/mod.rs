@@ -153,7 +153,7 @@ fn delivery(
                     // Only an event bound for the dead-letter topic
                     // pays for this encoding.
                     event_json: (policy == OnError::DeadLetter)
-                        .then(|| cvp_proto::json::event_to_json(&ev.event)),
+                        .then(|| crate::enrichment::default_value(ev)),
                     transform: f.transform,
                     reason: f.reason,
                     error: f.error,
@@ -169,7 +169,7 @@ fn first_record(topic: &str, json: bool, ev: &SourceEvent) -> KafkaRecord {
     KafkaRecord {
         topic: topic.to_string(),
         key: Some(ev.key().as_bytes().to_vec()),
-        value: json.then(|| cvp_proto::json::event_to_json(&ev.event)),
+        value: json.then(|| crate::enrichment::default_value(ev)),
         headers: Vec::new(),
     }
 }
