@@ -66,6 +66,12 @@ impl Resource for Inventory {
         resp.r#type
     }
 
+    fn begin(&mut self) {
+        // What a broken-off sync staged is not CVP's state any more.
+        self.staged.clear();
+        self.over = 0;
+    }
+
     fn stage(&mut self, resp: DeviceStreamResponse, _dir: &Directory) {
         let Some(d) = resp.value.and_then(device) else {
             return;
