@@ -140,10 +140,11 @@ thread_local! {
     /// version is written once, not once per event (the `Weak` keeps the
     /// address from being reused while the entry is here). Only the
     /// transform thread writes values.
-    static DEVICE_JSON: std::cell::RefCell<
-        std::collections::HashMap<usize, (std::sync::Weak<Device>, Box<[u8]>)>,
-    > = Default::default();
+    static DEVICE_JSON: std::cell::RefCell<DeviceJson> = Default::default();
 }
+
+/// A device's address → the device (held weakly) and its JSON.
+type DeviceJson = std::collections::HashMap<usize, (std::sync::Weak<Device>, Box<[u8]>)>;
 
 /// Entries of `DEVICE_JSON` before it starts again (a few hundred KiB).
 const DEVICE_JSON_ENTRIES: usize = 2048;

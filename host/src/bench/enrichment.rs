@@ -30,6 +30,116 @@ impl DeliveryObserver for LastAck {
     }
 }
 
+/// The per-event CPU cost, on one thread, without the pipeline around it
+/// (so other load on the machine does not blur it): the JSON value
+/// without and with the `enrichment` object, and the source's join.
+/// `n` generated events, the store holding their ten devices with tags.
+pub fn per_event(n: usize) -> Result<()> {
+    use crate::enrichment::{default_value, Creator, Device, Streaming, Tag};
+    use crate::event::SourceEvent;
+    use crate::sources::cvp::directory::{Assignment, Directory};
+    let events: Vec<SourceEvent> = cvp_simulator::sample_events(n, 7)
+        .into_iter()
+        .map(|e| SourceEvent {
+            event: Arc::new(e),
+            op: Op::Updated,
+            seq: 0,
+            enrichment: None,
+        })
+        .collect();
+    let mut ids: Vec<String> = events
+        .iter()
+        .filter_map(|e| e.event.data.as_ref()?.data.get("deviceId").cloned())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    let dir = Directory::new(
+        &EnrichConfig {
+            tags: vec!["*".into()],
+            ..EnrichConfig::default()
+        },
+        "cvp.example.com:443",
+    );
+    let devices = ids
+        .iter()
+        .map(|id| Device {
+            id: id.clone(),
+            hostname: Some(format!("host-{id}.dc1")),
+            fqdn: Some(format!("host-{id}.dc1.example.net")),
+            model: Some("DCS-7050SX3-48YC8".into()),
+            software_version: Some("4.30.2F".into()),
+            hardware_revision: Some("11.01".into()),
+            system_mac_address: Some("00:1c:73:00:00:01".into()),
+            streaming: Streaming::Active,
+            tags: Vec::new(),
+        })
+        .collect();
+    dir.replace_inventory(devices, 0);
+    let tag = |id: &String, intf: Option<String>, label: &str, value: String| Assignment {
+        device_id: id.clone(),
+        interface_id: intf,
+        tag: Tag {
+            label: label.into(),
+            value,
+            creator: Creator::User,
+        },
+    };
+    let mut tags = Vec::new();
+    for id in &ids {
+        tags.push(tag(id, None, "site", "dc1".into()));
+        tags.push(tag(id, None, "role", "leaf".into()));
+        for port in 49..=52 {
+            tags.push(tag(
+                id,
+                Some(format!("Ethernet{port}/1")),
+                "circuit-id",
+                format!("C-{id}-{port}"),
+            ));
+        }
+    }
+    dir.replace_tags(tags, 0);
+    let time = |f: &mut dyn FnMut()| {
+        let t = Instant::now();
+        f();
+        t.elapsed().as_secs_f64() * 1e6 / n as f64
+    };
+    let mut plain = events.clone();
+    let mut bytes = (0usize, 0usize);
+    let json = time(&mut || {
+        for e in &plain {
+            bytes.0 += default_value(e).len();
+        }
+    });
+    let join = time(&mut || {
+        for batch in plain.chunks_mut(256) {
+            dir.enrich(batch);
+        }
+    });
+    let enriched_json = time(&mut || {
+        for e in &plain {
+            bytes.1 += default_value(e).len();
+        }
+    });
+    let drop_cost = time(&mut || plain.clear());
+    println!("| step | µs per event |");
+    println!("| --- | ---: |");
+    println!(
+        "| JSON value, as before (average {} bytes) | {json:.3} |",
+        bytes.0 / n
+    );
+    println!("| the source's join (`Directory::enrich`, batches of 256) | {join:.3} |");
+    println!(
+        "| JSON value with the `enrichment` object (average {} bytes) | {enriched_json:.3} |",
+        bytes.1 / n
+    );
+    println!("| dropping the enriched events | {drop_cost:.3} |");
+    println!(
+        "| **enrichment's own cost** (join + the larger JSON + drop, less the plain JSON) | **{:.3}** |",
+        join + enriched_json + drop_cost - json
+    );
+    Ok(())
+}
+
 /// Prints the table: for no transform (the JSON value, which then carries
 /// the `enrichment` object) and the stock transform, the median events/s
 /// of `runs` runs without and with enrichment, and their ratio.

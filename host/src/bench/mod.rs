@@ -148,6 +148,11 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             args.runs
         );
         enrichment::report(args.events, args.runs).await?;
+        println!(
+            "\nPer event, one thread, {} generated events:\n",
+            args.stage_events
+        );
+        enrichment::per_event(args.stage_events)?;
         println!();
     }
 
