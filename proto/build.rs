@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "arista/event.v1/services.gen.proto",
         "arista/inventory.v1/services.gen.proto",
+        "arista/tag.v2/services.gen.proto",
     ];
     println!("cargo:rerun-if-changed=arista");
     let fds = protox::compile(files, ["."])?;
@@ -18,6 +19,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        // A server need not implement every call of a service: the
+        // simulator serves Subscribe of DeviceService and
+        // TagAssignmentService, and the rest answer UNIMPLEMENTED.
+        .generate_default_stubs(true)
         .btree_map(".")
         .compile_fds(fds)?;
     Ok(())

@@ -73,7 +73,25 @@ pub struct Metrics {
     /// Bytes of records the transform stage has handed on and the sink
     /// has not yet taken over (`pipeline.max_pending_bytes` bounds it).
     pub pipeline_pending_bytes: Gauge,
+    /// Devices the enrichment store holds (inventory or tags).
+    pub enrichment_devices: Gauge,
+    /// Tag assignments (device and interface) the store holds.
+    pub enrichment_tag_assignments: Gauge,
+    /// Events the source sent on, by `result` (`enriched`,
+    /// `device_unknown`, `no_device`); each label a fixed word.
+    pub enrichment_events: Family<Labels, Counter>,
+    /// Changes applied after a subscription's initial sync, by `source`.
+    pub enrichment_changes: Family<Labels, Counter>,
+    /// Devices or assignments left out over `max_devices` /
+    /// `max_tag_assignments`, by `source`.
+    pub enrichment_over_limit: Family<Labels, Counter>,
+    enrichment_sync_state: Family<Labels, Gauge>,
 }
+
+/// The states of an enrichment subscription (`enrichment_sync_state`):
+/// `unavailable` is a CVP without the service, or a token without the
+/// permission, which is not retried.
+pub const ENRICHMENT_STATES: [&str; 4] = ["disconnected", "syncing", "live", "unavailable"];
 
 fn histogram_latency() -> Histogram {
     // 50 µs .. ~13 s: a batch through a Rust guest takes tens of µs, a
@@ -243,6 +261,43 @@ impl Metrics {
             pipeline_pending_bytes.clone(),
         );
 
+        let enrichment_devices = Gauge::default();
+        registry.register(
+            "enrichment_devices",
+            "Devices the enrichment store knows (from CVP's inventory, or its tags)",
+            enrichment_devices.clone(),
+        );
+        let enrichment_tag_assignments = Gauge::default();
+        registry.register(
+            "enrichment_tag_assignments",
+            "Device and interface tag assignments the enrichment store holds",
+            enrichment_tag_assignments.clone(),
+        );
+        let enrichment_events = Family::<Labels, Counter>::default();
+        registry.register(
+            "enrichment_events",
+            "Events sent on with enrichment on, by result: enriched (every device it names is known), device_unknown (sent on without the unknown ones), no_device",
+            enrichment_events.clone(),
+        );
+        let enrichment_changes = Family::<Labels, Counter>::default();
+        registry.register(
+            "enrichment_changes",
+            "Inventory or tag changes applied after the initial sync, by source (inventory, tags)",
+            enrichment_changes.clone(),
+        );
+        let enrichment_over_limit = Family::<Labels, Counter>::default();
+        registry.register(
+            "enrichment_over_limit",
+            "Devices or tag assignments not kept: over enrich.max_devices or enrich.max_tag_assignments, by source",
+            enrichment_over_limit.clone(),
+        );
+        let enrichment_sync_state = Family::<Labels, Gauge>::default();
+        registry.register(
+            "enrichment_sync_state",
+            "Each enrichment subscription's state, by source: 1 for the current one of disconnected, syncing, live, unavailable",
+            enrichment_sync_state.clone(),
+        );
+
         let m = Metrics {
             registry,
             events_received,
@@ -276,6 +331,12 @@ impl Metrics {
             cvp_events_too_large,
             transform_log_lines_suppressed,
             pipeline_pending_bytes,
+            enrichment_devices,
+            enrichment_tag_assignments,
+            enrichment_events,
+            enrichment_changes,
+            enrichment_over_limit,
+            enrichment_sync_state,
         };
         m.set_stream_state(StreamState::disconnected);
         m
@@ -295,6 +356,16 @@ impl Metrics {
         }
         self.cvp_live
             .store(now != StreamState::disconnected, Ordering::Relaxed);
+    }
+
+    /// The state of the enrichment subscription `source` (`inventory` or
+    /// `tags`), as a state set like `cvp_stream_state`.
+    pub fn set_enrichment_state(&self, source: &'static str, now: &str) {
+        for s in ENRICHMENT_STATES {
+            self.enrichment_sync_state
+                .get_or_create(&labels([("source", source), ("state", s)]))
+                .set((s == now) as i64);
+        }
     }
 
     /// The sink this process delivers to: /ready follows its `sink_up`,

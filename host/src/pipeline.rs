@@ -62,6 +62,12 @@ impl Pipeline {
         })
     }
 
+    /// The store of CVP's inventory and tags the source joins events with
+    /// (`None` without `source.cvp.enrich`).
+    pub fn directory(&self) -> Option<Arc<crate::sources::cvp::Directory>> {
+        self.source.directory()
+    }
+
     /// Where the source resumes: after a checkpoint, or a backfill window.
     pub fn resume_from(&mut self, resume: Resume) {
         self.source.resume_from(resume);

@@ -28,10 +28,17 @@ pub mod arista {
             tonic::include_proto!("arista.inventory.v1");
         }
     }
+    pub mod tag {
+        pub mod v2 {
+            tonic::include_proto!("arista.tag.v2");
+        }
+    }
 }
 
 pub use arista::event::v1 as event;
+pub use arista::inventory::v1 as inventory;
 pub use arista::subscriptions::Operation;
+pub use arista::tag::v2 as tag;
 
 /// The descriptors of every message above (imports included), as compiled by
 /// `build.rs` from the same `.proto` files the types are generated from.

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use tracing::info;
 
 use crate::generate::Generator;
+use crate::inventory::Inventory;
 use crate::script;
 use crate::state::Hub;
 
@@ -49,10 +50,13 @@ impl Source {
 
 /// Waits for the first subscriber to sync, then emits `hub.live_total`
 /// changes, `rate` per second (0 = as fast as possible).
+/// With `churn` (the inventory, every how many changes), the inventory
+/// changes too: one step of `Inventory::churn` per that many live changes.
 pub(crate) async fn run(
     hub: Arc<Hub>,
     mut source: Source,
     rate: f64,
+    churn: Option<(Arc<Inventory>, u64)>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let total = hub.live_total;
@@ -80,6 +84,12 @@ pub(crate) async fn run(
         if due > emitted {
             let n = (due - emitted).min(FEED_BATCH);
             source.emit(&hub, n);
+            if let Some((inventory, every)) = &churn {
+                let every = usize::try_from(*every).unwrap_or(usize::MAX);
+                for _ in 0..((emitted + n) / every - emitted / every) {
+                    inventory.churn();
+                }
+            }
             emitted += n;
             // Let subscribers run between batches on a busy runtime.
             tokio::task::yield_now().await;

@@ -39,7 +39,9 @@ impl Rng {
     }
 }
 
-const DEVICES: &[(&str, &str)] = &[
+/// The devices events name: serial number and hostname (the inventory,
+/// `inventory.rs`, knows them by these).
+pub(crate) const DEVICES: &[(&str, &str)] = &[
     ("JPE19181520", "leaf1.dc1"),
     ("JPE19181521", "leaf2.dc1"),
     ("SSJ17371234", "spine1.dc1"),

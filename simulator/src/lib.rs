@@ -1,6 +1,9 @@
 //! A CloudVision `arista.event.v1.EventService` simulator: a real gRPC
 //! server (plus CVP's REST login on the same port) for demos, integration
-//! tests and benchmarks of cvp-stream.
+//! tests and benchmarks of cvp-stream. It serves the inventory
+//! (`arista.inventory.v1.DeviceService`) and tags
+//! (`arista.tag.v2.TagAssignmentService`) of the devices its events name
+//! too (`inventory.rs`).
 //!
 //! It keeps a current state and a timeline of changes; `Subscribe` streams
 //! the state as INITIAL, then INITIAL_SYNC_COMPLETE, then a single global
@@ -10,6 +13,7 @@
 mod auth;
 mod feed;
 mod generate;
+mod inventory;
 mod login;
 mod script;
 mod service;
@@ -24,6 +28,8 @@ use std::time::Duration;
 use anyhow::Context;
 use cvp_proto::event::event_service_server::EventServiceServer;
 use cvp_proto::event::EventStreamResponse;
+use cvp_proto::inventory::device_service_server::DeviceServiceServer;
+use cvp_proto::tag::tag_assignment_service_server::TagAssignmentServiceServer;
 use cvp_proto::Operation;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -55,6 +61,7 @@ pub use tls::{self_signed_ca_as_server, test_pki, TestPki, TlsIdentity};
 use crate::auth::Auth;
 use crate::feed::Source;
 use crate::generate::Generator;
+use crate::inventory::{Inventory, InventoryService};
 use crate::service::Service;
 use crate::state::{Hub, Inner};
 use crate::stats::Counters;
@@ -102,6 +109,17 @@ pub struct SimOptions {
     /// Hostile: Subscribe sends the current state and then nothing more,
     /// ever (no INITIAL_SYNC_COMPLETE): an initial sync that stalls.
     pub stall_initial_sync: bool,
+    /// Synthetic devices served by the inventory besides those the events
+    /// name (for memory tests).
+    pub inventory_devices: usize,
+    /// Interface tags spread over the synthetic devices.
+    pub inventory_interface_tags: usize,
+    /// Serve `TagAssignmentService` (without it a call answers
+    /// UNIMPLEMENTED, as an older CVP does).
+    pub tag_service: bool,
+    /// Every this many live changes, one inventory change: a rename, a
+    /// tag assigned, the tag removed, the name back; 0: none.
+    pub inventory_churn: u64,
 }
 
 impl Default for SimOptions {
@@ -120,6 +138,10 @@ impl Default for SimOptions {
             prepare: false,
             hang_subscribes: 0,
             stall_initial_sync: false,
+            inventory_devices: 0,
+            inventory_interface_tags: 0,
+            tag_service: true,
+            inventory_churn: 0,
         }
     }
 }
@@ -181,12 +203,31 @@ impl Simulator {
         };
         let check = auth.clone();
         let grpc = EventServiceServer::with_interceptor(service, move |req| check.check(req));
-        // gRPC and the REST login share the port, as on CVP.
-        let router = Routes::new(grpc).into_axum_router().merge(login::router(
-            opts.credentials,
-            auth,
-            counters.clone(),
+        let inventory = Arc::new(Inventory::new(
+            opts.inventory_devices,
+            opts.inventory_interface_tags,
         ));
+        let inv_service = InventoryService {
+            inventory: inventory.clone(),
+            counters: counters.clone(),
+            shutdown: shutdown_rx.clone(),
+        };
+        let check = auth.clone();
+        let mut grpc = Routes::new(grpc).add_service(DeviceServiceServer::with_interceptor(
+            inv_service.clone(),
+            move |req| check.check(req),
+        ));
+        if opts.tag_service {
+            let check = auth.clone();
+            grpc = grpc.add_service(TagAssignmentServiceServer::with_interceptor(
+                inv_service,
+                move |req| check.check(req),
+            ));
+        }
+        // gRPC and the REST login share the port, as on CVP.
+        let router =
+            grpc.into_axum_router()
+                .merge(login::router(opts.credentials, auth, counters.clone()));
         let routes = Routes::from(router);
         let mut builder = Server::builder().accept_http1(true);
         let signal = {
@@ -213,7 +254,14 @@ impl Simulator {
                 )
             }
         };
-        let feed = tokio::spawn(feed::run(hub.clone(), source, opts.rate, shutdown_rx));
+        let churn = (opts.inventory_churn > 0).then(|| (inventory.clone(), opts.inventory_churn));
+        let feed = tokio::spawn(feed::run(
+            hub.clone(),
+            source,
+            opts.rate,
+            churn,
+            shutdown_rx,
+        ));
         info!(
             addr = %local_addr,
             tls,
@@ -225,6 +273,7 @@ impl Simulator {
         Ok(SimHandle {
             local_addr,
             hub,
+            inventory,
             counters,
             shutdown: shutdown_tx,
             server: Some(server),
@@ -240,6 +289,7 @@ type ServerTask = JoinHandle<Result<(), tonic::transport::Error>>;
 pub struct SimHandle {
     local_addr: SocketAddr,
     hub: Arc<Hub>,
+    inventory: Arc<Inventory>,
     counters: Arc<Counters>,
     shutdown: watch::Sender<bool>,
     server: Option<ServerTask>,
@@ -300,6 +350,62 @@ impl SimHandle {
             }
         });
         Ok(())
+    }
+
+    /// Renames a device in the inventory (its hostname and FQDN), streamed
+    /// as CVP does: the key and the changed fields only.
+    pub fn rename_device(&self, serial: &str, hostname: &str) {
+        self.inventory.rename(serial, hostname);
+    }
+
+    /// Adds or replaces a device in the inventory, as given.
+    pub fn set_device(&self, device: cvp_proto::inventory::Device) {
+        self.inventory.set_device(device);
+    }
+
+    /// Removes a device from the inventory.
+    pub fn remove_device(&self, serial: &str) {
+        self.inventory.remove_device(serial);
+    }
+
+    /// Assigns a user tag in the mainline: to the device, or to one of its
+    /// interfaces.
+    pub fn assign_tag(&self, serial: &str, interface: Option<&str>, label: &str, value: &str) {
+        self.inventory.assign(inventory::assignment(
+            serial,
+            interface,
+            label,
+            value,
+            cvp_proto::tag::CreatorType::User,
+        ));
+    }
+
+    /// Assigns a system tag (CREATOR_TYPE_SYSTEM).
+    pub fn assign_system_tag(&self, serial: &str, label: &str, value: &str) {
+        self.inventory.assign(inventory::assignment(
+            serial,
+            None,
+            label,
+            value,
+            cvp_proto::tag::CreatorType::System,
+        ));
+    }
+
+    /// Removes a tag assignment.
+    pub fn remove_tag(&self, serial: &str, interface: Option<&str>, label: &str, value: &str) {
+        self.inventory.unassign(inventory::assignment(
+            serial,
+            interface,
+            label,
+            value,
+            cvp_proto::tag::CreatorType::Unspecified,
+        ));
+    }
+
+    /// Ends the open DeviceService and TagAssignmentService streams with
+    /// UNAVAILABLE (the event stream is untouched); clients resubscribe.
+    pub fn reset_inventory_streams(&self) {
+        self.inventory.reset_streams();
     }
 
     /// Stops serving and ends open streams.

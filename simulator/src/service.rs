@@ -29,6 +29,13 @@ const QUEUE: usize = 4;
 pub(crate) type ResponseStream =
     Pin<Box<dyn Stream<Item = Result<EventStreamResponse, Status>> + Send + 'static>>;
 
+/// The streams of the calls (the generated trait's `BoxStream`s: with
+/// default stubs, tonic names no associated stream types).
+type GetSomeStream =
+    Pin<Box<dyn Stream<Item = Result<EventSomeResponse, Status>> + Send + 'static>>;
+type SubscribeMetaStream =
+    Pin<Box<dyn Stream<Item = Result<MetaResponse, Status>> + Send + 'static>>;
+
 pub(crate) struct Service {
     pub hub: Arc<Hub>,
     pub counters: Arc<Counters>,
@@ -97,15 +104,12 @@ impl EventService for Service {
         }
     }
 
-    type GetSomeStream =
-        Pin<Box<dyn Stream<Item = Result<EventSomeResponse, Status>> + Send + 'static>>;
-
     /// Several events by key, each found or answered with an error string,
     /// as CVP does.
     async fn get_some(
         &self,
         request: Request<EventSomeRequest>,
-    ) -> Result<Response<Self::GetSomeStream>, Status> {
+    ) -> Result<Response<GetSomeStream>, Status> {
         let req = request.into_inner();
         let out: Vec<_> = {
             let inner = self.hub.lock();
@@ -162,24 +166,19 @@ impl EventService for Service {
         }))
     }
 
-    type SubscribeMetaStream =
-        Pin<Box<dyn Stream<Item = Result<MetaResponse, Status>> + Send + 'static>>;
-
     async fn subscribe_meta(
         &self,
         _request: Request<EventStreamRequest>,
-    ) -> Result<Response<Self::SubscribeMetaStream>, Status> {
+    ) -> Result<Response<SubscribeMetaStream>, Status> {
         Err(Status::unimplemented(
             "the simulator does not stream SubscribeMeta; use GetMeta",
         ))
     }
 
-    type GetAllStream = ResponseStream;
-
     async fn get_all(
         &self,
         request: Request<EventStreamRequest>,
-    ) -> Result<Response<Self::GetAllStream>, Status> {
+    ) -> Result<Response<ResponseStream>, Status> {
         Counters::inc(&self.counters.get_alls);
         info!(peer = %peer(&request), "GetAll");
         let req = request.into_inner();
@@ -230,12 +229,10 @@ impl EventService for Service {
         Ok(Response::new(Box::pin(stream)))
     }
 
-    type SubscribeStream = ResponseStream;
-
     async fn subscribe(
         &self,
         request: Request<EventStreamRequest>,
-    ) -> Result<Response<Self::SubscribeStream>, Status> {
+    ) -> Result<Response<ResponseStream>, Status> {
         let peer = peer(&request);
         let req = request.into_inner();
         if req.time.is_some() {

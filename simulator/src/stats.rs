@@ -23,6 +23,9 @@ pub struct SimStats {
     /// Successful and failed REST logins.
     pub logins: u64,
     pub login_failures: u64,
+    /// DeviceService and TagAssignmentService Subscribe calls accepted.
+    pub device_subscribes: u64,
+    pub tag_subscribes: u64,
 }
 
 impl SimStats {
@@ -41,6 +44,8 @@ pub(crate) struct Counters {
     pub unauthenticated: AtomicU64,
     pub logins: AtomicU64,
     pub login_failures: AtomicU64,
+    pub device_subscribes: AtomicU64,
+    pub tag_subscribes: AtomicU64,
 }
 
 impl Counters {
@@ -70,6 +75,8 @@ impl Counters {
             unauthenticated: self.unauthenticated.load(Relaxed),
             logins: self.logins.load(Relaxed),
             login_failures: self.login_failures.load(Relaxed),
+            device_subscribes: self.device_subscribes.load(Relaxed),
+            tag_subscribes: self.tag_subscribes.load(Relaxed),
         }
     }
 }

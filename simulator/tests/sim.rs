@@ -550,3 +550,97 @@ async fn throughput_rate_zero() {
     println!("{n} events in {secs:.2}s = {:.0} events/s", n as f64 / secs);
     sim.shutdown().await;
 }
+
+/// DeviceService and TagAssignmentService: the devices the events name
+/// with their tags, INITIAL_SYNC_COMPLETE, then the feed's inventory churn
+/// (a rename, a tag assigned, the tag removed, as partial messages); the
+/// event feed is what drives the churn. Without the tag service, the call
+/// is UNIMPLEMENTED.
+#[tokio::test]
+async fn inventory_and_tags_follow_the_feed() {
+    use cvp_proto::inventory::device_service_client::DeviceServiceClient;
+    use cvp_proto::inventory::DeviceStreamRequest;
+    use cvp_proto::tag::tag_assignment_service_client::TagAssignmentServiceClient;
+    use cvp_proto::tag::TagAssignmentStreamRequest;
+
+    let sim = start(SimOptions {
+        initial: 0,
+        updates: 4,
+        rate: 0.0,
+        inventory_churn: 2,
+        ..SimOptions::default()
+    })
+    .await;
+    let url = format!("http://{}", sim.local_addr());
+    let mut devices = DeviceServiceClient::connect(url.clone())
+        .await
+        .unwrap()
+        .subscribe(DeviceStreamRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut tags = TagAssignmentServiceClient::connect(url.clone())
+        .await
+        .unwrap()
+        .subscribe(TagAssignmentStreamRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut initial = Vec::new();
+    loop {
+        let m = devices.message().await.unwrap().unwrap();
+        if m.r#type == Operation::InitialSyncComplete as i32 {
+            break;
+        }
+        initial.push(m.value.unwrap());
+    }
+    assert_eq!(initial.len(), 10);
+    let leaf1 = initial
+        .iter()
+        .find(|d| d.key.as_ref().unwrap().device_id.as_deref() == Some("JPE19181520"))
+        .unwrap();
+    assert_eq!(leaf1.hostname.as_deref(), Some("leaf1.dc1"));
+    let mut n_tags = 0;
+    loop {
+        let m = tags.message().await.unwrap().unwrap();
+        if m.r#type == Operation::InitialSyncComplete as i32 {
+            break;
+        }
+        n_tags += 1;
+    }
+    assert_eq!(n_tags, 80);
+
+    // The event feed starts once an event subscriber has synced.
+    let mut events = client(&sim)
+        .await
+        .subscribe(EventStreamRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    take(&mut events, 5).await;
+    let rename = devices.message().await.unwrap().unwrap();
+    let d = rename.value.unwrap();
+    assert_eq!(rename.r#type, Operation::Updated as i32);
+    assert_eq!(d.hostname.as_deref(), Some("leaf1.dc1-renamed"));
+    assert_eq!(d.model_name, None, "a rename carries only what changed");
+    let assigned = tags.message().await.unwrap().unwrap();
+    assert_eq!(assigned.r#type, Operation::Updated as i32);
+    let key = assigned.value.unwrap().key.unwrap();
+    assert_eq!(
+        (key.label.as_deref(), key.value.as_deref()),
+        (Some("maintenance"), Some("yes"))
+    );
+
+    let without = start(SimOptions {
+        tag_service: false,
+        ..SimOptions::default()
+    })
+    .await;
+    let status = TagAssignmentServiceClient::connect(format!("http://{}", without.local_addr()))
+        .await
+        .unwrap()
+        .subscribe(TagAssignmentStreamRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented);
+}

@@ -458,6 +458,11 @@ impl Host {
         self.lines.lock().unwrap().join("\n")
     }
 
+    /// The service's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The file descriptors the service holds open now.
     pub fn open_files(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))

@@ -8,11 +8,13 @@
 //!   transform compiled into this binary.
 //! - `startup`: from process start to ready, with a cold and a warm
 //!   compilation cache.
+//! - `enrichment`: end to end with and without `source.cvp.enrich`.
 //!
 //! Peak memory under a burst needs a process of its own:
 //! `scripts/measure-memory`, which `scripts/bench` runs after this.
 
 mod end_to_end;
+mod enrichment;
 mod frames;
 mod sinks;
 mod stage;
@@ -177,6 +179,20 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                 l.max
             );
         }
+        println!();
+    }
+
+    if args.wants("enrichment") {
+        println!(
+            "## Enrichment: end to end into the mock cluster, without and with source.cvp.enrich (median of {} runs each, alternated)\n",
+            args.runs
+        );
+        enrichment::report(args.events, args.runs).await?;
+        println!(
+            "\nPer event, one thread, {} generated events:\n",
+            args.stage_events
+        );
+        enrichment::per_event(args.stage_events)?;
         println!();
     }
 

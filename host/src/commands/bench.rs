@@ -31,7 +31,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 100_000)]
     pub stage_events: usize,
     /// Only these parts (default: all).
-    #[arg(long, value_delimiter = ',', value_parser = ["stage", "throughput", "latency", "startup"])]
+    #[arg(long, value_delimiter = ',', value_parser = ["stage", "throughput", "latency", "startup", "enrichment"])]
     pub only: Vec<String>,
 }
 

@@ -152,6 +152,9 @@ async fn from_config(
     };
     cvp.filter = file_cvp.filter;
     cvp.cache_size = file_cvp.cache_size;
+    // The simulator serves inventory and tags too: the config's enrichment
+    // shows in what is printed.
+    cvp.enrich = file_cvp.enrich;
     config.admin = None;
     config.checkpoint = None;
     let url = sink_url(args);

@@ -1,5 +1,6 @@
-//! `cvp-stream simulate`: serve a simulated CVP (EventService and the REST
-//! login) for trying transforms and for tests.
+//! `cvp-stream simulate`: serve a simulated CVP (EventService, the
+//! inventory's DeviceService, TagAssignmentService and the REST login) for
+//! trying transforms and for tests.
 
 use anyhow::{anyhow, Context, Result};
 use clap::Args;
@@ -45,6 +46,19 @@ pub struct SimulateArgs {
     /// Seed for generated events.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Synthetic devices in the inventory besides those the events name.
+    #[arg(long, default_value_t = 0)]
+    pub inventory_devices: usize,
+    /// Interface tags spread over the synthetic devices.
+    #[arg(long, default_value_t = 0)]
+    pub interface_tags: usize,
+    /// Every N live updates, an inventory change (a rename, a tag assigned,
+    /// the tag removed, the name back); 0: none.
+    #[arg(long, default_value_t = 0)]
+    pub inventory_churn: u64,
+    /// Answer TagAssignmentService with UNIMPLEMENTED, as an older CVP.
+    #[arg(long)]
+    pub no_tag_service: bool,
 }
 
 pub async fn simulate(args: SimulateArgs, shutdown: CancellationToken) -> Result<()> {
@@ -61,6 +75,10 @@ pub async fn simulate(args: SimulateArgs, shutdown: CancellationToken) -> Result
         updates: args.updates,
         rate: args.rate,
         seed: args.seed,
+        inventory_devices: args.inventory_devices,
+        inventory_interface_tags: args.interface_tags,
+        inventory_churn: args.inventory_churn,
+        tag_service: !args.no_tag_service,
         ..SimOptions::default()
     };
     if let Some(path) = &args.events {

@@ -26,7 +26,8 @@ impl ChainEvent for SourceEvent {
     }
 
     fn default_value(&self) -> Option<Vec<u8>> {
-        Some(cvp_proto::json::event_to_json(&self.event))
+        // The event as JSON, with its `enrichment` object when joined.
+        Some(crate::enrichment::default_value(self))
     }
 }
 

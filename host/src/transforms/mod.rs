@@ -158,7 +158,7 @@ fn delivery(
                     // Only an event bound for the dead-letter topic
                     // pays for this encoding.
                     event_json: (policy == OnError::DeadLetter)
-                        .then(|| cvp_proto::json::event_to_json(&ev.event)),
+                        .then(|| crate::enrichment::default_value(ev)),
                     transform: f.transform,
                     reason: f.reason,
                     error: f.error,

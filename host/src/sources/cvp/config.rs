@@ -1,5 +1,6 @@
 //! `source.cvp`: where CloudVision is, how to log in and trust it, which
-//! operations to forward, and CVP's own server-side filter.
+//! operations to forward, CVP's own server-side filter, and what to join
+//! onto each event from CVP's inventory and tags (`enrich`).
 
 use crate::config::units::{de_size, enabled};
 use crate::event::Op;
@@ -60,6 +61,8 @@ pub struct CvpConfig {
     /// entries (whichever bound is reached first evicts).
     #[serde(default = "default_cache_max_bytes", deserialize_with = "de_size")]
     pub cache_max_bytes: u64,
+    /// Join each event with CVP's inventory and tags (off when absent).
+    pub enrich: Option<EnrichConfig>,
 }
 
 impl CvpConfig {
@@ -83,6 +86,7 @@ impl CvpConfig {
             max_event_size: default_max_event_size(),
             max_message_size: default_max_message_size(),
             cache_max_bytes: default_cache_max_bytes(),
+            enrich: None,
         }
     }
 
@@ -132,6 +136,9 @@ impl CvpConfig {
                 self.max_event_size
             );
         }
+        if let Some(enrich) = &self.enrich {
+            enrich.validate()?;
+        }
         self.check_cleartext_credentials()
     }
 
@@ -165,6 +172,133 @@ impl CvpConfig {
         );
         Ok(())
     }
+}
+
+/// `source.cvp.enrich`: which of CVP's inventory and tags to join onto each
+/// event (`enrichment.rs`), how much of them to keep, and the event's link
+/// in CVP's UI. The subscriptions share the event stream's address,
+/// credentials and TLS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrichConfig {
+    /// Subscribe to `arista.inventory.v1.DeviceService` (hostname, model,
+    /// software version, ...).
+    #[serde(default = "enabled")]
+    pub inventory: bool,
+    /// The tag labels to keep (`[site, role, circuit-id]`); `["*"]` keeps
+    /// every label; empty: no tag subscription.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Which creators' tags to keep: `user`, `system`, `external`.
+    #[serde(default = "default_tag_creators")]
+    pub tag_creators: Vec<CreatorName>,
+    /// Most devices held; more are counted and left out.
+    #[serde(default = "default_max_devices")]
+    pub max_devices: usize,
+    /// Most tag assignments (device and interface) held; more are counted
+    /// and left out.
+    #[serde(default = "default_max_tag_assignments")]
+    pub max_tag_assignments: usize,
+    /// How long the event stream waits at start-up for the inventory and
+    /// tags' initial sync; events go on unenriched after that.
+    #[serde(default = "default_sync_timeout", with = "humantime_serde")]
+    pub sync_timeout: Duration,
+    /// CVP's UI, for the event's link (default: `https://` and
+    /// `source.cvp.address`, without the port when it is 443). Set it for a
+    /// proxy or a UI on another host.
+    pub ui_url: Option<String>,
+    /// The link: `{ui_url}`, `{key}` (the event key, percent-encoded) and
+    /// `{timestamp}` (the key's timestamp, ns since the epoch) are
+    /// replaced. Empty: no link.
+    #[serde(default = "default_link_template")]
+    pub link_template: String,
+}
+
+/// `arista.tag.v2.CreatorType`, as the config names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CreatorName {
+    User,
+    System,
+    External,
+}
+
+impl Default for EnrichConfig {
+    fn default() -> Self {
+        EnrichConfig {
+            inventory: true,
+            tags: Vec::new(),
+            tag_creators: default_tag_creators(),
+            max_devices: default_max_devices(),
+            max_tag_assignments: default_max_tag_assignments(),
+            sync_timeout: default_sync_timeout(),
+            ui_url: None,
+            link_template: default_link_template(),
+        }
+    }
+}
+
+impl EnrichConfig {
+    /// Checks without connecting.
+    pub fn validate(&self) -> Result<()> {
+        if !self.inventory && self.tags.is_empty() {
+            bail!("source.cvp.enrich has inventory: false and no tags: it would join nothing (remove the block, or name tags such as [site, role])");
+        }
+        if let Some(bad) = self.tags.iter().find(|t| t.trim().is_empty()) {
+            bail!("source.cvp.enrich.tags has an empty label ({bad:?})");
+        }
+        if self.tags.len() > 1 && self.tags.iter().any(|t| t == "*") {
+            bail!("source.cvp.enrich.tags: \"*\" keeps every label, so it stands alone");
+        }
+        if !self.tags.is_empty() && self.tag_creators.is_empty() {
+            bail!("source.cvp.enrich.tag_creators is empty: no tag would be kept");
+        }
+        if self.max_devices == 0 || self.max_tag_assignments == 0 {
+            bail!("source.cvp.enrich.max_devices and max_tag_assignments must be at least 1");
+        }
+        if self.sync_timeout > Duration::from_secs(600) {
+            bail!(
+                "source.cvp.enrich.sync_timeout is at most 10m: events wait that long at start-up"
+            );
+        }
+        if let Some(url) = &self.ui_url {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                bail!("source.cvp.enrich.ui_url {url:?} must start with https:// or http://");
+            }
+        }
+        if !self.link_template.is_empty() && !self.link_template.contains("{key}") {
+            bail!("source.cvp.enrich.link_template must contain {{key}} (or be empty for no link)");
+        }
+        Ok(())
+    }
+
+    /// Whether a tag with `label` from `creator` is kept.
+    pub fn keeps_tag(&self, label: &str, creator: CreatorName) -> bool {
+        self.tag_creators.contains(&creator) && self.tags.iter().any(|t| t == "*" || t == label)
+    }
+}
+
+fn default_tag_creators() -> Vec<CreatorName> {
+    vec![
+        CreatorName::User,
+        CreatorName::System,
+        CreatorName::External,
+    ]
+}
+fn default_max_devices() -> usize {
+    // A large CVP manages a few thousand devices; 10,000 with tags fit in
+    // a few MiB (BENCHMARKS.md).
+    50_000
+}
+fn default_max_tag_assignments() -> usize {
+    // 100,000 interface tags take about 20 MiB (BENCHMARKS.md).
+    500_000
+}
+fn default_sync_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_link_template() -> String {
+    "{ui_url}/cv/events/{key}?timestamp={timestamp}".into()
 }
 
 /// Whether `address` (`host[:port]`, `[v6]:port`) names this machine, by
@@ -315,5 +449,41 @@ mod tests {
         let mut tls = plaintext("10.0.0.5:443");
         tls.tls.enabled = true;
         tls.validate().unwrap();
+    }
+
+    /// The enrich block: what it may say, and one line for what it may not.
+    #[test]
+    fn the_enrich_block_is_checked_offline() {
+        let parse = |yaml: &str| -> Result<CvpConfig> {
+            let mut c: CvpConfig = serde_yaml::from_str(yaml)?;
+            c.validate()?;
+            Ok(c)
+        };
+        let base = "address: 127.0.0.1:1\ntoken: t\ntls: { enabled: false }\n";
+        let ok = parse(&format!(
+            "{base}enrich: {{ tags: [site, role], tag_creators: [user], max_devices: 10, sync_timeout: 2s, ui_url: 'https://ui' }}"
+        ))
+        .unwrap();
+        let e = ok.enrich.unwrap();
+        assert!(e.inventory && e.keeps_tag("site", CreatorName::User));
+        assert!(
+            !e.keeps_tag("site", CreatorName::System) && !e.keeps_tag("pod", CreatorName::User)
+        );
+        for (block, says) in [
+            ("{ inventory: false }", "would join nothing"),
+            ("{ tags: [site, '*'] }", "stands alone"),
+            ("{ tags: [''] }", "empty label"),
+            ("{ max_devices: 0 }", "at least 1"),
+            ("{ ui_url: 'cvp.example.com' }", "must start with https://"),
+            ("{ link_template: '{ui_url}/x' }", "must contain {key}"),
+            ("{ sync_timeout: 1h }", "at most 10m"),
+            ("{ tags: [site], tag_creators: [] }", "no tag would be kept"),
+            ("{ tag: [site] }", "unknown field `tag`"),
+        ] {
+            let e = parse(&format!("{base}enrich: {block}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{block}: {e}");
+        }
     }
 }

@@ -8,20 +8,32 @@
 //! the head of a message too large), `cache.rs` (partial diffs merged into
 //! whole events, within bounds), `resume.rs` (what changed while away),
 //! `filter.rs` (CVP's own server-side filter).
+//!
+//! Enrichment (`enrich:`): `inventory.rs` and `tags.rs` keep CVP's device
+//! inventory and tag assignments in `directory.rs`'s bounded store, each on
+//! its own task through `resource.rs` (same connection settings, own
+//! reconnects and initial sync); `session.rs` joins each batch with the
+//! store as it sends it on. The event stream waits for their first sync
+//! at most `enrich.sync_timeout`.
 
 mod auth;
 mod cache;
 mod codec;
 pub mod config;
 mod connect;
+pub mod directory;
 mod error;
 mod filter;
+mod inventory;
+mod resource;
 mod resume;
 mod session;
+mod tags;
 mod tls;
 
 pub use cache::EventCache;
-pub use config::CvpConfig;
+pub use config::{CvpConfig, EnrichConfig};
+pub use directory::Directory;
 pub use resume::Resume;
 
 use crate::delivery::{Delivery, SharedTracker};
@@ -33,6 +45,7 @@ use auth::{Credentials, LoginClient};
 use connect::{Target, Tls};
 use cvp_proto::event::EventStreamRequest;
 use session::{ReceivedCounts, SessionEnd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -71,6 +84,17 @@ pub struct CvpSource {
     /// Where events too large to forward go, as failures for the sink's
     /// dead-letter path; `None`: logged and counted only.
     dead_letters: Option<mpsc::Sender<Vec<Delivery>>>,
+    /// The inventory and tags each event is joined with (`enrich:`).
+    directory: Option<Arc<Directory>>,
+    /// Their subscriptions, started by `run`.
+    feeds: Vec<Feed>,
+    enrich_sync_timeout: Duration,
+}
+
+/// An enrichment subscription not yet started.
+enum Feed {
+    Inventory(inventory::Inventory, resource::Conn),
+    Tags(tags::Tags, resource::Conn),
 }
 
 /// The operations the config forwards.
@@ -110,6 +134,22 @@ impl CvpSource {
             _ => None,
         };
         let has = |op| cfg.operations.contains(&op);
+        let mut feeds = Vec::new();
+        let directory = match &cfg.enrich {
+            None => None,
+            Some(e) => {
+                if e.inventory {
+                    feeds.push(Feed::Inventory(
+                        inventory::Inventory::new(e.max_devices),
+                        resource::Conn::new(cfg)?,
+                    ));
+                }
+                if !e.tags.is_empty() {
+                    feeds.push(Feed::Tags(tags::Tags::new(e), resource::Conn::new(cfg)?));
+                }
+                Some(Arc::new(Directory::new(e, &cfg.address)))
+            }
+        };
         Ok(CvpSource {
             target,
             tls,
@@ -145,6 +185,12 @@ impl CvpSource {
             max_message_size: usize::try_from(cfg.max_message_size).unwrap_or(usize::MAX),
             too_large_warned: None,
             dead_letters: None,
+            directory,
+            feeds,
+            enrich_sync_timeout: cfg
+                .enrich
+                .as_ref()
+                .map_or(Duration::ZERO, |e| e.sync_timeout),
         })
     }
 
@@ -152,6 +198,49 @@ impl CvpSource {
     /// is `dead_letter` (the sink's dead-letter path), with their key.
     pub fn dead_letters_to(&mut self, sink: mpsc::Sender<Vec<Delivery>>) {
         self.dead_letters = Some(sink);
+    }
+
+    /// The enrichment store (`None` without `enrich:`), for tests and the
+    /// bench.
+    pub fn directory(&self) -> Option<Arc<Directory>> {
+        self.directory.clone()
+    }
+
+    /// Starts the enrichment subscriptions, stopped with `stop`, and waits
+    /// at most `enrich.sync_timeout` for their first initial sync: events
+    /// after that go on, enriched with what is known by then.
+    async fn start_feeds(&mut self, stop: &CancellationToken) {
+        let Some(dir) = self.directory.clone() else {
+            return;
+        };
+        let mut waits = Vec::new();
+        for feed in std::mem::take(&mut self.feeds) {
+            let (tx, rx) = tokio::sync::watch::channel(false);
+            let name = match feed {
+                Feed::Inventory(r, conn) => {
+                    tokio::spawn(resource::run(r, conn, dir.clone(), tx, stop.clone()));
+                    "inventory"
+                }
+                Feed::Tags(r, conn) => {
+                    tokio::spawn(resource::run(r, conn, dir.clone(), tx, stop.clone()));
+                    "tags"
+                }
+            };
+            waits.push((name, rx));
+        }
+        let deadline = tokio::time::Instant::now() + self.enrich_sync_timeout;
+        for (name, mut rx) in waits {
+            let synced = tokio::select! {
+                r = tokio::time::timeout_at(deadline, rx.wait_for(|s| *s)) => matches!(r, Ok(Ok(_))),
+                _ = stop.cancelled() => return,
+            };
+            if !synced {
+                tracing::warn!(
+                    "CVP {name} not synced within source.cvp.enrich.sync_timeout ({}): events go on, joined with what is known when each is sent",
+                    humantime::format_duration(self.enrich_sync_timeout)
+                );
+            }
+        }
     }
 
     /// Where to resume from (see [`Resume`]).
@@ -186,6 +275,10 @@ impl CvpSource {
     ) -> Result<()> {
         tracker.lock().set_floor(self.floor);
         metrics::get().set_cvp_stuck_after(self.stuck_after);
+        // The subscriptions end with the event stream, however it ends.
+        let feeds = shutdown.child_token();
+        let _feeds = feeds.clone().drop_guard();
+        self.start_feeds(&feeds).await;
         let min_backoff = Duration::from_millis(500);
         let mut backoff = min_backoff;
         let mut first = true;

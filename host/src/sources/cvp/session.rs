@@ -133,6 +133,10 @@ impl CvpSource {
                 }
             }
             self.received.flush();
+            if let Some(dir) = &self.directory {
+                // A snapshot per event, taken as it is sent on.
+                dir.enrich(&mut batch);
+            }
             if !batch.is_empty() {
                 // From here until the sink has delivered all its records,
                 // an event holds the checkpoint back.

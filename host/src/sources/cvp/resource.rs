@@ -1,0 +1,252 @@
+//! One subscription to a CVP resource API other than events (the inventory
+//! in `inventory.rs`, tags in `tags.rs`), on its own task beside the event
+//! stream, with the event stream's address, credentials and TLS: connect,
+//! Subscribe, stage the initial state until INITIAL_SYNC_COMPLETE and hand
+//! it to the store whole, then apply each change; reconnect with backoff
+//! when the stream ends. A CVP that does not serve the API (an older
+//! release, or a token without the permission) is said once, and the
+//! events flow without what it would have added.
+
+use super::auth::{Credentials, LoginClient};
+use super::config::CvpConfig;
+use super::connect::{Target, Tls};
+use super::directory::Directory;
+use super::error::SessionError;
+use crate::metrics;
+use anyhow::Result;
+use futures::StreamExt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// How a resource's messages reach the store: the parts `inventory.rs`
+/// and `tags.rs` differ in.
+pub(super) trait Resource: Send + 'static {
+    /// The metrics' `source` label and the logs' name.
+    const NAME: &'static str;
+    /// The service, for the one line that says CVP lacks it.
+    const SERVICE: &'static str;
+    /// The Subscribe call's path.
+    const PATH: &'static str;
+    type Request: prost::Message + Clone + Send + Sync + 'static;
+    type Response: prost::Message + Default + Send + 'static;
+
+    fn request(&self) -> Self::Request;
+    /// The message's `arista.subscriptions.Operation`.
+    fn operation(resp: &Self::Response) -> i32;
+    /// A subscription starts: its initial state follows.
+    fn begin(&mut self) {}
+    /// A message of the initial state, kept until the sync completes (or
+    /// put in the store at once, when nothing is there to replace).
+    fn stage(&mut self, resp: Self::Response, dir: &Directory);
+    /// The initial state is whole: it replaces what the store had.
+    fn synced(&mut self, dir: &Directory) -> usize;
+    /// A change after the initial sync.
+    fn apply(&mut self, resp: Self::Response, dir: &Directory);
+}
+
+/// Reaching CVP: the event source's settings, its own credentials (a
+/// login is a session of its own).
+pub(super) struct Conn {
+    target: Target,
+    tls: Option<Tls>,
+    credentials: Credentials,
+    login: Option<LoginClient>,
+    connect_timeout: Duration,
+    subscribe_timeout: Duration,
+    max_backoff: Duration,
+    max_message_size: usize,
+}
+
+impl Conn {
+    pub fn new(cfg: &CvpConfig) -> Result<Conn> {
+        let target = Target::parse(&cfg.address)?;
+        let credentials = Credentials::from_config(cfg)?;
+        let tls = if cfg.tls.enabled {
+            Some((
+                super::tls::client_config(&cfg.tls, &[b"h2"])?,
+                super::tls::server_name(&cfg.tls, &target.host)?,
+            ))
+        } else {
+            None
+        };
+        let login = match &credentials {
+            Credentials::Login { .. } => {
+                let scheme = if cfg.tls.enabled { "https" } else { "http" };
+                let rest_tls = if cfg.tls.enabled {
+                    Some(super::tls::client_config(&cfg.tls, &[b"h2", b"http/1.1"])?)
+                } else {
+                    None
+                };
+                Some(LoginClient::new(
+                    format!("{scheme}://{}", target.authority()),
+                    rest_tls,
+                )?)
+            }
+            _ => None,
+        };
+        Ok(Conn {
+            target,
+            tls,
+            credentials,
+            login,
+            connect_timeout: cfg.connect_timeout,
+            subscribe_timeout: cfg.subscribe_timeout,
+            max_backoff: cfg.max_backoff,
+            max_message_size: usize::try_from(cfg.max_message_size).unwrap_or(usize::MAX),
+        })
+    }
+}
+
+/// How long before asking again a CVP that lacked the service: an upgrade
+/// or a new permission is picked up without a restart, quietly.
+const RETRY_UNAVAILABLE: Duration = Duration::from_secs(600);
+
+/// Keeps `resource` subscribed until `shutdown`; `synced` turns true once
+/// its first initial sync is in the store, or once CVP is found not to
+/// serve it (the event stream's start-up wait ends either way).
+pub(super) async fn run<R: Resource>(
+    mut resource: R,
+    mut conn: Conn,
+    dir: Arc<Directory>,
+    synced: watch::Sender<bool>,
+    shutdown: CancellationToken,
+) {
+    let m = metrics::get();
+    let min_backoff = Duration::from_millis(500);
+    let mut backoff = min_backoff;
+    let mut said_unavailable = false;
+    loop {
+        m.set_enrichment_state(R::NAME, "disconnected");
+        let started = Instant::now();
+        let result = tokio::select! {
+            r = session(&mut resource, &mut conn, &dir, &synced) => r,
+            _ = shutdown.cancelled() => return,
+        };
+        let wait = match result {
+            Ok(()) => {
+                tracing::warn!(cvp = %conn.target.authority(), "CVP closed the {} stream; reconnecting", R::NAME);
+                min_backoff
+            }
+            Err(SessionError::Status(s))
+                if matches!(
+                    s.code(),
+                    tonic::Code::Unimplemented | tonic::Code::PermissionDenied
+                ) =>
+            {
+                m.set_enrichment_state(R::NAME, "unavailable");
+                if !said_unavailable {
+                    said_unavailable = true;
+                    tracing::warn!(
+                        cvp = %conn.target.authority(),
+                        "CVP does not serve {} to this token ({:?}: {}): an older CVP release, or a token without the permission; events go on without {} (asked again every {})",
+                        R::SERVICE,
+                        s.code(),
+                        s.message().replace('\n', " "),
+                        R::NAME,
+                        humantime::format_duration(RETRY_UNAVAILABLE)
+                    );
+                }
+                synced.send_replace(true);
+                RETRY_UNAVAILABLE
+            }
+            Err(e) => {
+                if e.refused() {
+                    conn.credentials.invalidate();
+                }
+                if started.elapsed() > Duration::from_secs(60) {
+                    backoff = min_backoff;
+                }
+                let wait = super::jitter(backoff);
+                tracing::warn!(
+                    cvp = %conn.target.authority(),
+                    "CVP {} stream failed: {}; reconnecting in {}",
+                    R::NAME,
+                    e.to_string().replace('\n', " "),
+                    humantime::format_duration(Duration::from_millis(wait.as_millis() as u64))
+                );
+                backoff = (backoff * 2).min(conn.max_backoff);
+                wait
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// One subscription, from the call to the stream's end (`Ok`) or failure.
+async fn session<R: Resource>(
+    resource: &mut R,
+    conn: &mut Conn,
+    dir: &Directory,
+    synced: &watch::Sender<bool>,
+) -> Result<(), SessionError> {
+    let m = metrics::get();
+    let mut stream = tokio::time::timeout(conn.subscribe_timeout, subscribe(resource, conn))
+        .await
+        .map_err(|_| SessionError::SubscribeTimeout {
+            authority: conn.target.authority(),
+            after: conn.subscribe_timeout,
+        })??;
+    m.set_enrichment_state(R::NAME, "syncing");
+    resource.begin();
+    let mut syncing = true;
+    while let Some(item) = stream.next().await {
+        let resp = item?;
+        let op = R::operation(&resp);
+        if op == cvp_proto::Operation::InitialSyncComplete as i32 {
+            let n = resource.synced(dir);
+            tracing::info!(
+                cvp = %conn.target.authority(),
+                "CVP {} synced: {n} kept",
+                R::NAME
+            );
+            syncing = false;
+            m.set_enrichment_state(R::NAME, "live");
+            synced.send_replace(true);
+        } else if syncing {
+            resource.stage(resp, dir);
+        } else {
+            resource.apply(resp, dir);
+        }
+    }
+    Ok(())
+}
+
+async fn subscribe<R: Resource>(
+    resource: &R,
+    conn: &mut Conn,
+) -> Result<tonic::codec::Streaming<R::Response>, SessionError> {
+    let channel =
+        super::connect::connect(&conn.target, conn.tls.as_ref(), conn.connect_timeout).await?;
+    let token = match &conn.login {
+        Some(l) => conn
+            .credentials
+            .bearer(l)
+            .await
+            .map_err(|e| SessionError::Login(format!("{e:#}").replace('\n', " ")))?,
+        None => conn.credentials.bearer_without_login(),
+    };
+    let mut request = tonic::Request::new(resource.request());
+    if let Some(t) = token {
+        let value = format!("Bearer {}", t.expose())
+            .parse()
+            .map_err(|_| SessionError::TokenNotAHeader)?;
+        request.metadata_mut().insert("authorization", value);
+    }
+    let mut grpc =
+        tonic::client::Grpc::new(channel).max_decoding_message_size(conn.max_message_size);
+    grpc.ready().await.map_err(|e| SessionError::Connect {
+        authority: conn.target.authority(),
+        detail: super::auth::error_chain(&e),
+    })?;
+    let path = http::uri::PathAndQuery::from_static(R::PATH);
+    let codec = tonic_prost::ProstCodec::<R::Request, R::Response>::default();
+    Ok(grpc
+        .server_streaming(request, path, codec)
+        .await?
+        .into_inner())
+}
