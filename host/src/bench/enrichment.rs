@@ -98,29 +98,37 @@ pub fn per_event(n: usize) -> Result<()> {
         }
     }
     dir.replace_tags(tags, 0);
-    let time = |f: &mut dyn FnMut()| {
-        let t = Instant::now();
-        f();
-        t.elapsed().as_secs_f64() * 1e6 / n as f64
-    };
-    let mut plain = events.clone();
+    // Batch by batch, as the pipeline goes: memory is reused, as there
+    // (holding every enriched event at once measured page faults).
+    let (mut json, mut join, mut enriched_json, mut drop_cost) = (0.0, 0.0, 0.0, 0.0);
     let mut bytes = (0usize, 0usize);
-    let json = time(&mut || {
-        for e in &plain {
+    for chunk in events.chunks(256) {
+        let mut batch = chunk.to_vec();
+        // Once untimed, so both timed passes find the events in cache.
+        for e in &batch {
+            std::hint::black_box(default_value(e));
+        }
+        let t0 = Instant::now();
+        for e in &batch {
             bytes.0 += default_value(e).len();
         }
-    });
-    let join = time(&mut || {
-        for batch in plain.chunks_mut(256) {
-            dir.enrich(batch);
-        }
-    });
-    let enriched_json = time(&mut || {
-        for e in &plain {
+        let t1 = Instant::now();
+        dir.enrich(&mut batch);
+        let t2 = Instant::now();
+        for e in &batch {
             bytes.1 += default_value(e).len();
         }
-    });
-    let drop_cost = time(&mut || plain.clear());
+        let t3 = Instant::now();
+        drop(batch);
+        let t4 = Instant::now();
+        json += (t1 - t0).as_secs_f64();
+        join += (t2 - t1).as_secs_f64();
+        enriched_json += (t3 - t2).as_secs_f64();
+        drop_cost += (t4 - t3).as_secs_f64();
+    }
+    let per = |s: f64| s * 1e6 / n as f64;
+    let (json, join, enriched_json, drop_cost) =
+        (per(json), per(join), per(enriched_json), per(drop_cost));
     println!("| step | µs per event |");
     println!("| --- | ---: |");
     println!(
@@ -134,8 +142,9 @@ pub fn per_event(n: usize) -> Result<()> {
     );
     println!("| dropping the enriched events | {drop_cost:.3} |");
     println!(
-        "| **enrichment's own cost** (join + the larger JSON + drop, less the plain JSON) | **{:.3}** |",
-        join + enriched_json + drop_cost - json
+        "| **enrichment's own cost** (join + the larger JSON + drop, less the plain JSON) | **{:.3}** ({:.0}% of the plain JSON value) |",
+        join + enriched_json + drop_cost - json,
+        (join + enriched_json + drop_cost - json) / json * 100.0
     );
     Ok(())
 }

@@ -517,9 +517,12 @@ impl Store {
                     return true;
                 }
                 let mut d = (*entry.device).clone();
-                insert_sorted(&mut d.tags, a.tag);
+                let new = insert_sorted(&mut d.tags, a.tag);
                 d.tags.shrink_to_fit();
                 entry.device = Arc::new(d);
+                if !new {
+                    return true;
+                }
             }
             Some(intf) => {
                 let on_device = self.interfaces.entry(a.device_id.clone()).or_default();
@@ -542,9 +545,12 @@ impl Store {
                     return true;
                 }
                 let mut i = (**slot).clone();
-                insert_sorted(&mut i.tags, a.tag);
+                let new = insert_sorted(&mut i.tags, a.tag);
                 i.tags.shrink_to_fit();
                 *slot = Arc::new(i);
+                if !new {
+                    return true;
+                }
             }
         }
         self.tag_count += 1;
@@ -604,12 +610,19 @@ fn find(interfaces: &[Arc<Interface>], id: &str) -> Result<usize, usize> {
 }
 
 /// Tags in (label, value) order, so an event's are the same whatever order
-/// CVP sent them in.
-fn insert_sorted(tags: &mut Vec<Tag>, tag: Tag) {
-    let at = tags
-        .binary_search_by(|t| (&t.label, &t.value).cmp(&(&tag.label, &tag.value)))
-        .unwrap_or_else(|i| i);
-    tags.insert(at, tag);
+/// CVP sent them in; a label and value already there are one assignment
+/// (its creator updated): false then, so it is not counted twice.
+fn insert_sorted(tags: &mut Vec<Tag>, tag: Tag) -> bool {
+    match tags.binary_search_by(|t| (&t.label, &t.value).cmp(&(&tag.label, &tag.value))) {
+        Ok(at) => {
+            tags[at] = tag;
+            false
+        }
+        Err(at) => {
+            tags.insert(at, tag);
+            true
+        }
+    }
 }
 
 /// `update`'s set fields over `old`'s.
@@ -816,6 +829,24 @@ mod tests {
             .as_deref()
             .unwrap()
             .starts_with("https://cvp:8443/"));
+    }
+
+    /// The same label and value again (another creator) is one assignment.
+    #[test]
+    fn an_assignment_is_counted_once() {
+        let dir = Directory::new(&cfg(10, 10), "cvp");
+        dir.assign(tag("A", None, "site", "x"));
+        let mut again = tag("A", None, "site", "x");
+        again.tag.creator = Creator::System;
+        dir.assign(again);
+        dir.assign(tag("A", Some("E1"), "c", "1"));
+        dir.assign(tag("A", Some("E1"), "c", "1"));
+        assert_eq!(dir.tag_assignments(), 2);
+        assert_eq!(dir.device("A").unwrap().tags[0].creator, Creator::System);
+        dir.unassign(&tag("A", None, "site", "x"));
+        dir.unassign(&tag("A", Some("E1"), "c", "1"));
+        assert_eq!(dir.tag_assignments(), 0);
+        assert!(dir.device("A").is_none());
     }
 
     /// The bounds hold, and what is over them is left out, not an error.

@@ -126,7 +126,10 @@ pub(super) async fn run<R: Resource>(
         };
         let wait = match result {
             Ok(()) => {
-                tracing::warn!(cvp = %conn.target.authority(), "CVP closed the {} stream; reconnecting", R::NAME);
+                // Info, not warning: when CVP goes away the event stream
+                // says so already, and at the end of a demo or bench the
+                // simulator closes these a moment before they are stopped.
+                tracing::info!(cvp = %conn.target.authority(), "CVP closed the {} stream; reconnecting", R::NAME);
                 min_backoff
             }
             Err(SessionError::Status(s))
