@@ -39,7 +39,7 @@ impl Frames {
         let frames = cvp_simulator::sample_events(n.max(1), 11)
             .into_iter()
             .map(|event| {
-                let time = event.last_updated_time.clone();
+                let time = event.last_updated_time;
                 Bytes::from(
                     EventStreamResponse {
                         value: Some(event),
