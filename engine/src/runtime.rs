@@ -416,13 +416,7 @@ impl Instance {
             .cvp_stream_transform_transformer()
             .call_process(&mut self.store, batch)
             .map_err(|e| self.classify(e))?;
-        if outputs.len() != batch.len() {
-            return Err(Fault::Contract(format!(
-                "returned {} outputs for {} inputs (must be exactly one per input)",
-                outputs.len(),
-                batch.len()
-            )));
-        }
+        one_per_input(outputs.len(), batch.len())?;
         Ok(output::check(outputs, &self.limits.output))
     }
 
@@ -444,13 +438,7 @@ impl Instance {
         let (outputs,) = typed
             .call(&mut self.store, (batch,))
             .map_err(|e| self.classify(e))?;
-        if outputs.len() != batch.len() {
-            return Err(Fault::Contract(format!(
-                "returned {} outputs for {} inputs (must be exactly one per input)",
-                outputs.len(),
-                batch.len()
-            )));
-        }
+        one_per_input(outputs.len(), batch.len())?;
         Ok(outputs)
     }
 
@@ -488,6 +476,16 @@ impl Instance {
             }
         }
     }
+}
+
+/// The contract's one rule about a batch's answer.
+fn one_per_input(outputs: usize, inputs: usize) -> Result<(), Fault> {
+    if outputs == inputs {
+        return Ok(());
+    }
+    Err(Fault::Contract(format!(
+        "returned {outputs} outputs for {inputs} inputs (must be exactly one per input)"
+    )))
 }
 
 /// Why a call into a transform failed as a whole.

@@ -299,20 +299,10 @@ async fn from_frames(
     let frames = super::frames::Frames::new(events);
     let stop = CancellationToken::new();
     let server = tokio::spawn(frames.clone().serve(listener, stop.clone()));
-    let config = scenario
-        .transforms
-        .iter()
-        .cloned()
-        .fold(
-            ConfigBuilder::new(addr.to_string())
-                .plaintext()
-                .operations([Op::Updated, Op::Deleted]),
-            ConfigBuilder::transform,
-        )
-        .sink(sink.clone())
-        .build()?;
-    let config = Arc::new(config);
-    let sink = start_sink(&config).await?;
+    let config = config_for(addr, None, scenario, sink)?;
+    let watch = CancellationToken::new();
+    let _stop_watch = watch.clone().drop_guard();
+    let sink = start_sink(&config, &watch).await?;
     let mut pipeline = Pipeline::build_off_runtime(config, sink).await?;
     pipeline.observe_deliveries(log);
     let (cpu, wall) = (cpu_seconds(), Instant::now());
@@ -324,6 +314,51 @@ async fn from_frames(
     let started = frames
         .started()
         .ok_or_else(|| anyhow!("the feed was never subscribed to"))?;
+    all_settled(&stats, events)?;
+    Ok((stats, started, cores))
+}
+
+/// The config `run` would read for `scenario` against CVP at `addr`.
+/// Deletions make records too, so every event is one record.
+fn config_for(
+    addr: std::net::SocketAddr,
+    token: Option<&str>,
+    scenario: &Scenario,
+    sink: &SinkConfig,
+) -> Result<Arc<crate::config::Config>> {
+    let mut cvp = ConfigBuilder::new(addr.to_string())
+        .plaintext()
+        .operations([Op::Updated, Op::Deleted]);
+    if let Some(token) = token {
+        cvp = cvp.token(token);
+    }
+    let config = scenario
+        .transforms
+        .iter()
+        .cloned()
+        .fold(cvp, ConfigBuilder::transform)
+        .sink(sink.clone())
+        .build()?;
+    Ok(Arc::new(config))
+}
+
+/// The sink as `run` starts it. Kafka's health watcher would outlive the
+/// run (and keep its producer): the bench only probes. Other sinks stop
+/// theirs with `watch`.
+async fn start_sink(config: &crate::config::Config, watch: &CancellationToken) -> Result<Sink> {
+    Ok(match &config.sink {
+        SinkConfig::Kafka(k) => {
+            let kafka = KafkaSink::new(k)?;
+            kafka.probe().await;
+            kafka.begin(k).await?;
+            Sink::Kafka(kafka)
+        }
+        other => other.start(watch).await?,
+    })
+}
+
+/// Every event sent reached the sink and none failed.
+fn all_settled(stats: &DeliveryStats, events: u64) -> Result<()> {
     if stats.events != events || stats.failed_delivery > 0 || stats.failed_transform > 0 {
         bail!(
             "the run lost events: {events} sent, {} received, {} delivery and {} transform failures",
@@ -332,21 +367,7 @@ async fn from_frames(
             stats.failed_transform
         );
     }
-    Ok((stats, started, cores))
-}
-
-/// The sink as `run` starts it; Kafka only probed (its health watcher
-/// would outlive the run).
-async fn start_sink(config: &crate::config::Config) -> Result<Sink> {
-    Ok(match &config.sink {
-        SinkConfig::Kafka(k) => {
-            let kafka = KafkaSink::new(k)?;
-            kafka.probe().await;
-            kafka.begin(k).await?;
-            Sink::Kafka(kafka)
-        }
-        other => other.start(&CancellationToken::new()).await?,
-    })
+    Ok(())
 }
 
 /// Runs the pipeline until the simulator has sent `events` live events and
@@ -373,35 +394,10 @@ async fn pipeline(
         .await
         .context("cannot open a loopback port")?;
     let sim = Simulator::start(opts, listener).await?;
-    let addr = sim.local_addr();
-    // Deletions make records too, so every event is one record.
-    let config = scenario
-        .transforms
-        .iter()
-        .cloned()
-        .fold(
-            ConfigBuilder::new(addr.to_string())
-                .token(&token)
-                .plaintext()
-                .operations([Op::Updated, Op::Deleted]),
-            ConfigBuilder::transform,
-        )
-        .sink(sink.clone())
-        .build()?;
-    let config = Arc::new(config);
-    // Kafka's health watcher would outlive the run (and keep its producer):
-    // the bench only probes. Other sinks stop theirs with `watch`.
+    let config = config_for(sim.local_addr(), Some(&token), scenario, sink)?;
     let watch = CancellationToken::new();
     let _stop_watch = watch.clone().drop_guard();
-    let sink = match &config.sink {
-        SinkConfig::Kafka(k) => {
-            let kafka = KafkaSink::new(k)?;
-            kafka.probe().await;
-            kafka.begin(k).await?;
-            Sink::Kafka(kafka)
-        }
-        other => other.start(&watch).await?,
-    };
+    let sink = start_sink(&config, &watch).await?;
     let mut pipeline = Pipeline::build_off_runtime(config, sink).await?;
     pipeline.observe_deliveries(log);
 
@@ -421,13 +417,6 @@ async fn pipeline(
         .await
         .map_err(|e| anyhow!("simulator task: {e}"))?
         .ok_or_else(|| anyhow!("the simulator's live feed never started"))?;
-    if stats.events != events || stats.failed_delivery > 0 || stats.failed_transform > 0 {
-        bail!(
-            "the run lost events: {events} sent, {} received, {} delivery and {} transform failures",
-            stats.events,
-            stats.failed_delivery,
-            stats.failed_transform
-        );
-    }
+    all_settled(&stats, events)?;
     Ok((stats, started, cores))
 }

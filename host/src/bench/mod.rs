@@ -54,21 +54,8 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         for kafka in &kafkas {
             let mut rows = Vec::new();
             for scenario in Scenario::all() {
-                let mut runs = Vec::new();
-                for _ in 0..args.runs.max(1) {
-                    runs.push(
-                        end_to_end::throughput(
-                            kafka,
-                            &scenario,
-                            args.events,
-                            &args.topic,
-                            Feed::Simulator,
-                        )
-                        .await?,
-                    );
-                }
-                runs.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
-                rows.push((scenario.name, runs.swap_remove(runs.len() / 2)));
+                let r = median(&args, kafka, &scenario, Feed::Simulator).await?;
+                rows.push((scenario.name, r));
             }
             // The ratio the issue sets a target for: time per event against
             // the stock single transform.
@@ -97,21 +84,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         println!("| transforms | records | seconds | events/s | first ack (s) | records/s after it | cores |");
         println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
         for scenario in Scenario::all() {
-            let mut runs = Vec::new();
-            for _ in 0..args.runs.max(1) {
-                runs.push(
-                    end_to_end::throughput(
-                        &Kafka::Mock,
-                        &scenario,
-                        args.events,
-                        &args.topic,
-                        Feed::Frames,
-                    )
-                    .await?,
-                );
-            }
-            runs.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
-            let r = runs.swap_remove(runs.len() / 2);
+            let r = median(&args, &Kafka::Mock, &scenario, Feed::Frames).await?;
             println!(
                 "| {} | {} | {:.3} | {:.0} | {:.3} | {:.0} | {:.2} |",
                 scenario.name,
@@ -202,4 +175,19 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         println!();
     }
     Ok(())
+}
+
+/// The median by time of `args.runs` throughput runs.
+async fn median(
+    args: &BenchArgs,
+    kafka: &Kafka,
+    scenario: &Scenario,
+    feed: Feed,
+) -> Result<end_to_end::Throughput> {
+    let mut runs = Vec::new();
+    for _ in 0..args.runs.max(1) {
+        runs.push(end_to_end::throughput(kafka, scenario, args.events, &args.topic, feed).await?);
+    }
+    runs.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+    Ok(runs.swap_remove(runs.len() / 2))
 }

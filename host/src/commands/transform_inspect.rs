@@ -33,7 +33,10 @@ pub struct TransformInspectArgs {
 pub fn run(args: TransformInspectArgs) -> Result<()> {
     let reads = match (&args.component, args.reads.is_empty()) {
         (Some(path), _) => {
-            let t = TransformConfig::new("inspected", path.clone());
+            let name = path
+                .file_stem()
+                .map_or("transform".into(), |s| s.to_string_lossy().into_owned());
+            let t = TransformConfig::new(name, path.clone());
             let stage = TransformStage::load(
                 std::slice::from_ref(&t),
                 &PipelineConfig::default(),

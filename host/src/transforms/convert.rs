@@ -7,7 +7,7 @@ use crate::enrichment::{Creator, Device, Interface, Streaming, Tag};
 use crate::event::{nanos, Op, SourceEvent};
 use cvp_proto::event::{ComponentType, Event};
 use cvp_transform_engine::{
-    ChainEvent, ComponentView, DeviceView, EventView, InterfaceView, Operation02, Reads,
+    ChainEvent, ComponentView, DataReads, DeviceView, EventView, InterfaceView, Operation02, Reads,
     Severity02, StreamingStatus, TagCreator, TagView, WitComponent, WitEvent, WitOperation,
     WitSeverity,
 };
@@ -62,15 +62,19 @@ pub fn view<'a>(src: &'a SourceEvent, reads: &Reads) -> EventView<'a> {
         description: text(reads.description, &ev.description),
         event_type: text(reads.event_type, &ev.event_type),
         rule_id: text(reads.rule_id, &ev.rule_id),
-        data: ev.data.as_ref().and_then(|d| {
-            let fields: Vec<(&str, &str)> = d
-                .data
-                .iter()
-                .filter(|(k, _)| reads.data.wants(k))
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
-            (!fields.is_empty()).then_some(fields)
-        }),
+        data: ev
+            .data
+            .as_ref()
+            .filter(|_| reads.data != DataReads::None)
+            .and_then(|d| {
+                let fields: Vec<(&str, &str)> = d
+                    .data
+                    .iter()
+                    .filter(|(k, _)| reads.data.wants(k))
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                (!fields.is_empty()).then_some(fields)
+            }),
         components: if reads.components {
             ev.components.as_ref().map(|c| {
                 c.components

@@ -286,21 +286,7 @@ mod tests {
     }
 
     fn value_of(stage: &mut TransformStage) -> Option<Vec<u8>> {
-        let ev = SourceEvent {
-            event: std::sync::Arc::new(Event {
-                key: Some(EventKey {
-                    key: Some("k1".into()),
-                    timestamp: None,
-                }),
-                title: Some("T".into()),
-                description: Some("D".into()),
-                severity: 4,
-                ..Default::default()
-            }),
-            op: Op::Updated,
-            seq: 0,
-            enrichment: None,
-        };
+        let ev = sample();
         match stage.process(std::slice::from_ref(&ev)).remove(0) {
             cvp_transform_engine::Outcome::Produce(mut r) if r.len() == 1 => r.remove(0).value,
             other => panic!("unexpected outcome {other:?}"),
