@@ -57,6 +57,43 @@ impl Target {
     }
 }
 
+/// Connects, logs in and readies a gRPC client for one streaming call,
+/// with `message` as its request carrying the bearer token: everything a
+/// subscription does before its call, the same for the event stream and
+/// for the inventory and tag streams.
+#[allow(clippy::too_many_arguments)]
+pub async fn open<T>(
+    target: &Target,
+    tls: Option<&Tls>,
+    connect_timeout: Duration,
+    credentials: &mut super::auth::Credentials,
+    login: Option<&super::auth::LoginClient>,
+    max_message_size: usize,
+    message: T,
+) -> Result<(tonic::client::Grpc<Channel>, tonic::Request<T>), SessionError> {
+    let channel = connect(target, tls, connect_timeout).await?;
+    let token = match login {
+        Some(l) => credentials
+            .bearer(l)
+            .await
+            .map_err(|e| SessionError::Login(format!("{e:#}").replace('\n', " ")))?,
+        None => credentials.bearer_without_login(),
+    };
+    let mut request = tonic::Request::new(message);
+    if let Some(t) = token {
+        let value = format!("Bearer {}", t.expose())
+            .parse()
+            .map_err(|_| SessionError::TokenNotAHeader)?;
+        request.metadata_mut().insert("authorization", value);
+    }
+    let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(max_message_size);
+    grpc.ready().await.map_err(|e| SessionError::Connect {
+        authority: target.authority(),
+        detail: super::auth::error_chain(&e),
+    })?;
+    Ok((grpc, request))
+}
+
 /// TLS as configured: the rustls config and the name to verify.
 pub type Tls = (rustls::ClientConfig, rustls::pki_types::ServerName<'static>);
 

@@ -223,29 +223,16 @@ async fn subscribe<R: Resource>(
     resource: &R,
     conn: &mut Conn,
 ) -> Result<tonic::codec::Streaming<R::Response>, SessionError> {
-    let channel =
-        super::connect::connect(&conn.target, conn.tls.as_ref(), conn.connect_timeout).await?;
-    let token = match &conn.login {
-        Some(l) => conn
-            .credentials
-            .bearer(l)
-            .await
-            .map_err(|e| SessionError::Login(format!("{e:#}").replace('\n', " ")))?,
-        None => conn.credentials.bearer_without_login(),
-    };
-    let mut request = tonic::Request::new(resource.request());
-    if let Some(t) = token {
-        let value = format!("Bearer {}", t.expose())
-            .parse()
-            .map_err(|_| SessionError::TokenNotAHeader)?;
-        request.metadata_mut().insert("authorization", value);
-    }
-    let mut grpc =
-        tonic::client::Grpc::new(channel).max_decoding_message_size(conn.max_message_size);
-    grpc.ready().await.map_err(|e| SessionError::Connect {
-        authority: conn.target.authority(),
-        detail: super::auth::error_chain(&e),
-    })?;
+    let (mut grpc, request) = super::connect::open(
+        &conn.target,
+        conn.tls.as_ref(),
+        conn.connect_timeout,
+        &mut conn.credentials,
+        conn.login.as_ref(),
+        conn.max_message_size,
+        resource.request(),
+    )
+    .await?;
     let path = http::uri::PathAndQuery::from_static(R::PATH);
     let codec = tonic_prost::ProstCodec::<R::Request, R::Response>::default();
     Ok(grpc

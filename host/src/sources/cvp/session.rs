@@ -165,30 +165,17 @@ impl CvpSource {
 
     /// Connects, logs in and subscribes: everything up to CVP's answer.
     async fn subscribe(&mut self) -> Result<Streaming<Incoming>, SessionError> {
-        let channel =
-            super::connect::connect(&self.target, self.tls.as_ref(), self.connect_timeout).await?;
-        let token = match &self.login {
-            Some(l) => self
-                .credentials
-                .bearer(l)
-                .await
-                .map_err(|e| SessionError::Login(format!("{e:#}").replace('\n', " ")))?,
-            None => self.credentials.bearer_without_login(),
-        };
-        let mut request = tonic::Request::new(self.request.clone());
-        if let Some(t) = token {
-            let value = format!("Bearer {}", t.expose())
-                .parse()
-                .map_err(|_| SessionError::TokenNotAHeader)?;
-            request.metadata_mut().insert("authorization", value);
-        }
         // The generated client's call, with our codec (codec.rs).
-        let mut grpc =
-            tonic::client::Grpc::new(channel).max_decoding_message_size(self.max_message_size);
-        grpc.ready().await.map_err(|e| SessionError::Connect {
-            authority: self.target.authority(),
-            detail: super::auth::error_chain(&e),
-        })?;
+        let (mut grpc, request) = super::connect::open(
+            &self.target,
+            self.tls.as_ref(),
+            self.connect_timeout,
+            &mut self.credentials,
+            self.login.as_ref(),
+            self.max_message_size,
+            self.request.clone(),
+        )
+        .await?;
         let path = http::uri::PathAndQuery::from_static("/arista.event.v1.EventService/Subscribe");
         let codec = EventCodec {
             max_event: self.max_event_size,
