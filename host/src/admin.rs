@@ -1,6 +1,7 @@
 //! The admin endpoint: `/metrics` for Prometheus, `/health` (the process
 //! answers and its CVP source is not stuck) and `/ready` (connected to CVP,
-//! Kafka reachable, transforms loaded) for orchestrators' probes. Bounded
+//! Kafka reachable, transforms loaded; or a standby, waiting to take over)
+//! for orchestrators' probes. Bounded
 //! against slow or many clients: a header timeout, a connection lifetime
 //! and a connection cap.
 
@@ -120,7 +121,18 @@ async fn health() -> impl IntoResponse {
 }
 
 async fn ready() -> impl IntoResponse {
+    let role = metrics::get().role();
+    // A standby waiting to take over is ready for what it is: it reaches
+    // no CVP and sends nothing until then (and a rolling update must not
+    // wait on it forever).
+    if role == Some("standby") {
+        return (
+            StatusCode::OK,
+            "ready: standby (another instance of the exactly_once group is active; this one takes over if it goes)\n".to_string(),
+        );
+    }
     match metrics::get().not_ready() {
+        None if role.is_some() => (StatusCode::OK, "ready: active\n".to_string()),
         None => (StatusCode::OK, "ready\n".to_string()),
         Some(why) => (
             StatusCode::SERVICE_UNAVAILABLE,

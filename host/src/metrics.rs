@@ -55,6 +55,11 @@ pub struct Metrics {
     last_delivered_nanos: AtomicI64,
     transforms_loaded: AtomicBool,
     cvp_live: AtomicBool,
+    /// With `exactly_once.standby`: `role{role="active"|"standby"}`, a
+    /// state set; absent without it.
+    role: Family<Vec<(&'static str, &'static str)>, Gauge>,
+    /// 0: no election; 1: standby; 2: active.
+    role_now: std::sync::atomic::AtomicU8,
     /// The last checkpoint write failed (cleared by the next that works).
     checkpoint_failing: AtomicBool,
     pub checkpoint_write_failures: Counter,
@@ -156,6 +161,12 @@ impl Metrics {
             "kafka_delivery_failures",
             "Records Kafka did not accept, by topic",
             kafka_delivery_failures.clone(),
+        );
+        let role = Family::<Vec<(&'static str, &'static str)>, Gauge>::default();
+        registry.register(
+            "role",
+            "With sink.kafka.exactly_once.standby: 1 for the role this instance has (active: it delivers; standby: it waits to take over)",
+            role.clone(),
         );
         let kafka_broker_up = Gauge::default();
         registry.register(
@@ -322,6 +333,8 @@ impl Metrics {
             last_delivered_nanos: AtomicI64::new(0),
             transforms_loaded: AtomicBool::new(false),
             cvp_live: AtomicBool::new(false),
+            role,
+            role_now: std::sync::atomic::AtomicU8::new(0),
             checkpoint_failing: AtomicBool::new(false),
             checkpoint_write_failures,
             sink: std::sync::OnceLock::new(),
@@ -375,6 +388,26 @@ impl Metrics {
         let l = labels([("sink", name)]);
         let _ = self.sink_up.get_or_create(&l);
         let _ = self.sink_in_flight.get_or_create(&l);
+    }
+
+    /// This instance's role in its exactly_once group (`standby.rs`).
+    pub fn set_role(&self, active: bool) {
+        for (name, is) in [("active", active), ("standby", !active)] {
+            self.role
+                .get_or_create(&vec![("role", name)])
+                .set(is as i64);
+        }
+        self.role_now
+            .store(if active { 2 } else { 1 }, Ordering::Relaxed);
+    }
+
+    /// `active` or `standby` with `exactly_once.standby`; `None` without.
+    pub fn role(&self) -> Option<&'static str> {
+        match self.role_now.load(Ordering::Relaxed) {
+            1 => Some("standby"),
+            2 => Some("active"),
+            _ => None,
+        }
     }
 
     pub fn set_transforms_loaded(&self) {

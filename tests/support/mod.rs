@@ -1,5 +1,5 @@
-//! Real parts for the integration tests: a tansu broker (a real
-//! Kafka-protocol server) on a loopback port, the CVP simulator in-process,
+//! Real parts for the integration tests: a tansu or nisshi broker (real
+//! Kafka-protocol servers) on a loopback port, the CVP simulator in-process,
 //! the `cvp-stream` binary as a user runs it, and an rdkafka consumer that
 //! reads back exactly what was produced.
 
@@ -53,24 +53,31 @@ pub fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
-fn tansu_binary() -> PathBuf {
-    if let Ok(p) = std::env::var("TANSU") {
+/// An installed broker: `$ENV`, else `~/.cargo/bin/NAME`, else NAME on
+/// the PATH.
+fn broker_binary(env: &str, name: &str) -> PathBuf {
+    if let Ok(p) = std::env::var(env) {
         return PathBuf::from(p);
     }
     let home_bin = std::env::var("CARGO_HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo"))
-        .join("bin/tansu");
+        .join("bin")
+        .join(name);
     if home_bin.exists() {
         return home_bin;
     }
-    PathBuf::from("tansu")
+    PathBuf::from(name)
 }
 
-/// A tansu broker with in-memory storage, stopped when dropped; or
-/// librdkafka's mock cluster (`Broker::mock`), for what tansu lacks.
+/// A broker process: tansu with in-memory storage (`Broker::start`);
+/// nisshi, tansu's successor, which has Kafka transactions, in memory or
+/// in PostgreSQL (`Broker::nisshi`); or librdkafka's mock cluster
+/// (`Broker::mock`), for fault injection. Stopped when dropped.
 pub struct Broker {
     child: Option<Child>,
+    /// How `child` was started, to start it again (`restart`).
+    command: Option<(PathBuf, String, u16)>,
     /// Kept alive for as long as the broker is used.
     _mock:
         Option<rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>>,
@@ -85,22 +92,92 @@ impl Broker {
     /// A broker on `port`: a second one where a stopped one was, to play a
     /// broker that comes back (with empty storage: tansu's is in memory).
     pub fn start_on(port: u16) -> Broker {
+        Broker::spawn(
+            broker_binary("TANSU", "tansu"),
+            "memory://tansu/".into(),
+            port,
+        )
+    }
+
+    /// nisshi 0.7 (née tansu; `scripts/nisshi-version`) in memory: tansu
+    /// 0.6 has no EndTxn and nisshi 0.8 refuses transactional producers, so
+    /// transactions commit only here.
+    pub fn nisshi() -> Broker {
+        Broker::spawn(
+            broker_binary("NISSHI", "nisshi"),
+            "memory://nisshi/".into(),
+            free_port(),
+        )
+    }
+
+    /// nisshi keeping everything in PostgreSQL database `db` on this
+    /// machine (made empty first), so that it survives `restart`: the
+    /// topics, the records, and the transaction coordinator's state.
+    pub fn nisshi_on_postgres(db: &str) -> Broker {
+        let admin = "postgres://postgres@127.0.0.1:5432/postgres";
+        for sql in [
+            format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+            format!("CREATE DATABASE {db}"),
+        ] {
+            let out = Command::new("psql")
+                .args([admin, "-q", "-c", &sql])
+                .output()
+                .expect("psql (PostgreSQL's client) runs");
+            assert!(
+                out.status.success(),
+                "{sql}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let url = format!("postgres://postgres@127.0.0.1:5432/{db}?sslmode=disable");
+        Broker::spawn(broker_binary("NISSHI", "nisshi"), url, free_port())
+    }
+
+    fn spawn(program: PathBuf, storage: String, port: u16) -> Broker {
         let addr = format!("127.0.0.1:{port}");
-        let url = format!("tcp://{addr}");
-        let child = Command::new(tansu_binary())
-            .args(["broker", "--storage-engine", "memory://tansu/", "--cluster-id", "cvp-stream-test"])
-            .args(["--listener-url", &url, "--advertised-listener-url", &url])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start tansu ({e}): install it with `cargo install tansu --locked --features dynostore` or run .ci/run"));
+        let child = Broker::launch(&program, &storage, port);
         let broker = Broker {
             child: Some(child),
+            command: Some((program, storage, port)),
             _mock: None,
             addr,
         };
         broker.wait_ready();
         broker
+    }
+
+    fn launch(program: &Path, storage: &str, port: u16) -> Child {
+        let url = format!("tcp://127.0.0.1:{port}");
+        Command::new(program)
+            .args([
+                "broker",
+                "--storage-engine",
+                storage,
+                "--cluster-id",
+                "cvp-stream-test",
+            ])
+            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {} ({e}): run .ci/run, which installs the brokers the tests use",
+                    program.display()
+                )
+            })
+    }
+
+    /// Kills the broker (SIGKILL: nothing flushed, no goodbye) and starts
+    /// it again on the same port and storage; returns once it answers.
+    pub fn restart(&mut self) {
+        let (program, storage, port) = self.command.clone().expect("a broker process");
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.child = Some(Broker::launch(&program, &storage, port));
+        self.wait_ready();
     }
 
     /// librdkafka's mock cluster (one broker, in this process, on a
@@ -113,6 +190,7 @@ impl Broker {
         let addr = mock.bootstrap_servers();
         let broker = Broker {
             child: None,
+            command: None,
             _mock: Some(mock),
             addr,
         };
@@ -160,7 +238,7 @@ impl Broker {
         {
             assert!(
                 start.elapsed() < Duration::from_secs(30),
-                "tansu did not come up on {}",
+                "the broker did not come up on {}",
                 self.addr
             );
             std::thread::sleep(Duration::from_millis(50));

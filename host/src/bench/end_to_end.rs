@@ -79,12 +79,9 @@ impl Kafka {
                 k.properties
                     .insert("test.mock.num.brokers".into(), ScalarText("1".into()));
                 if matches!(self, Kafka::MockExactlyOnce) {
-                    k.exactly_once = Some(ExactlyOnceConfig {
-                        group: "cvp-bench".into(),
-                        checkpoint_topic: "cvp-bench-checkpoints".into(),
-                        commit_interval: std::time::Duration::from_millis(100),
-                        commit_records: 10_000,
-                    });
+                    let mut eos = ExactlyOnceConfig::new("cvp-bench");
+                    eos.checkpoint_topic = "cvp-bench-checkpoints".into();
+                    k.exactly_once = Some(eos);
                 }
                 k
             }

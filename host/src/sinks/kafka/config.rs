@@ -53,6 +53,16 @@ pub struct ExactlyOnceConfig {
     /// Read-committed consumers see records when they are committed.
     #[serde(default = "default_commit_records")]
     pub commit_records: usize,
+    /// Several instances of the group, on different machines, one of them
+    /// active: they join a Kafka consumer group on the checkpoint topic,
+    /// and the one assigned its partition 0 delivers (`standby.rs`).
+    #[serde(default)]
+    pub standby: bool,
+    /// With `standby`: how long the group's coordinator waits for an
+    /// instance that stopped answering (killed, frozen, cut off) before a
+    /// standby takes over. Kafka brokers accept 6s to 30m by default.
+    #[serde(default = "default_session_timeout", with = "humantime_serde")]
+    pub session_timeout: Duration,
 }
 
 fn default_checkpoint_topic() -> String {
@@ -63,6 +73,23 @@ fn default_commit_interval() -> Duration {
 }
 fn default_commit_records() -> usize {
     10_000
+}
+fn default_session_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl ExactlyOnceConfig {
+    /// For `group`, with every default.
+    pub fn new(group: impl Into<String>) -> ExactlyOnceConfig {
+        ExactlyOnceConfig {
+            group: group.into(),
+            checkpoint_topic: default_checkpoint_topic(),
+            commit_interval: default_commit_interval(),
+            commit_records: default_commit_records(),
+            standby: false,
+            session_timeout: default_session_timeout(),
+        }
+    }
 }
 
 impl KafkaConfig {
@@ -93,6 +120,9 @@ impl KafkaConfig {
             if eos.commit_records == 0 {
                 bail!("sink.kafka.exactly_once.commit_records must be at least 1");
             }
+            if eos.standby && eos.session_timeout < Duration::from_secs(1) {
+                bail!("sink.kafka.exactly_once.session_timeout must be at least 1s (Kafka's brokers refuse less than 6s by default)");
+            }
             if self.properties.contains_key("transactional.id") {
                 bail!("sink.kafka.properties sets transactional.id; with exactly_once it is cvp-stream-GROUP");
             }
@@ -109,4 +139,30 @@ fn default_queue_size() -> u64 {
 
 fn default_flush_timeout() -> Duration {
     Duration::from_secs(30)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> KafkaConfig {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    /// `standby` is off unless asked for; its session timeout is 10 s by
+    /// default and at least 1 s.
+    #[test]
+    fn standby_defaults_and_bounds() {
+        let k = parse("brokers: b\ntopic: t\nexactly_once: { group: g }\n");
+        let eos = k.exactly_once.as_ref().unwrap();
+        assert!(!eos.standby);
+        assert_eq!(eos.session_timeout, Duration::from_secs(10));
+        k.validate().unwrap();
+
+        let k = parse(
+            "brokers: b\ntopic: t\nexactly_once: { group: g, standby: true, session_timeout: 500ms }\n",
+        );
+        let err = k.validate().unwrap_err().to_string();
+        assert!(err.contains("session_timeout must be at least 1s"), "{err}");
+    }
 }

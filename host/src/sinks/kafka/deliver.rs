@@ -219,6 +219,16 @@ impl KafkaSink {
         pending: &mut FuturesUnordered<Pending>,
         state: &mut SendState,
     ) -> Result<()> {
+        self.commit_open(pending, state)
+            .await
+            .map_err(|e| super::transaction::fenced_or(&self.producer, e))
+    }
+
+    async fn commit_open(
+        &self,
+        pending: &mut FuturesUnordered<Pending>,
+        state: &mut SendState,
+    ) -> Result<()> {
         let Some(eos) = &self.exactly_once else {
             return Ok(());
         };

@@ -9,19 +9,23 @@
 //! the first event with a record still in flight.
 //!
 //! With `exactly_once`, records and the checkpoint go in one transaction
-//! instead (`transaction.rs`).
+//! instead (`transaction.rs`), and with its `standby`, Kafka's consumer
+//! group picks which of several instances delivers (`standby.rs`).
 //!
 //! `config.rs` is the `sink.kafka` block, this file the producer and its
 //! health, `deliver.rs` the loop from deliveries to acknowledgements,
-//! `transaction.rs` exactly once, `log.rs` librdkafka's own log lines.
+//! `transaction.rs` exactly once, `standby.rs` the election, `log.rs`
+//! librdkafka's own log lines.
 
 mod config;
 mod deliver;
 mod log;
+mod standby;
 mod transaction;
 
 pub use config::{ExactlyOnceConfig, KafkaConfig};
-pub use transaction::read_checkpoint;
+pub use standby::Election;
+pub use transaction::{read_checkpoint, Aborted, Fenced};
 
 use crate::metrics;
 use anyhow::{anyhow, Result};

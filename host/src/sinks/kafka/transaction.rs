@@ -37,12 +37,7 @@ pub async fn begin<C: rdkafka::ClientContext + 'static>(
     eos: &ExactlyOnceConfig,
     producer: &FutureProducer<C>,
 ) -> Result<()> {
-    // librdkafka's built-in mock cluster (`test.mock.num.brokers`, the
-    // bench) lives inside the producer: no other client reaches it, and it
-    // makes topics itself.
-    if !cfg.properties.contains_key("test.mock.num.brokers") {
-        create_checkpoint_topic(cfg, eos).await?;
-    }
+    ensure_checkpoint_topic(cfg, eos).await?;
     let producer = producer.clone();
     let group = eos.group.clone();
     tokio::task::spawn_blocking(move || {
@@ -63,7 +58,16 @@ pub async fn begin<C: rdkafka::ClientContext + 'static>(
 /// cluster that will not (no CreateTopics, no permission) gets a warning:
 /// the checkpoint always goes to partition 0, so a topic made otherwise
 /// serves too.
-async fn create_checkpoint_topic(cfg: &KafkaConfig, eos: &ExactlyOnceConfig) -> Result<()> {
+pub(super) async fn ensure_checkpoint_topic(
+    cfg: &KafkaConfig,
+    eos: &ExactlyOnceConfig,
+) -> Result<()> {
+    // librdkafka's built-in mock cluster (`test.mock.num.brokers`, the
+    // bench) lives inside the producer: no other client reaches it, and it
+    // makes topics itself.
+    if cfg.properties.contains_key("test.mock.num.brokers") {
+        return Ok(());
+    }
     let admin: AdminClient<_> = admin_config(cfg)
         .create()
         .map_err(|e| anyhow!("sink.kafka: cannot create an admin client: {e}"))?;
@@ -110,7 +114,7 @@ async fn create_checkpoint_topic(cfg: &KafkaConfig, eos: &ExactlyOnceConfig) -> 
     Ok(())
 }
 
-fn admin_config(cfg: &KafkaConfig) -> ClientConfig {
+pub(super) fn admin_config(cfg: &KafkaConfig) -> ClientConfig {
     let mut cc = ClientConfig::new();
     cc.set("bootstrap.servers", &cfg.brokers);
     // SASL and SSL settings apply to every client; producer-only ones
@@ -191,12 +195,12 @@ pub async fn commit<C: rdkafka::ClientContext + 'static>(
                 Some(RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch)
             );
             if fenced {
-                bail!("another instance of this exactly_once group has taken over (this producer is fenced); stopping without writing more");
+                return Err(anyhow::Error::new(Fenced));
             }
             if e.rdkafka_error_code() == Some(RDKafkaErrorCode::UnsupportedFeature) {
                 bail!("this Kafka cluster does not support transactions ({e}): turn sink.kafka.exactly_once off, or use a broker that implements them (Apache Kafka 0.11 or later; tansu 0.6 does not)");
             }
-            bail!("Kafka did not commit the transaction ({e}); it is aborted, and the next start resumes from the last committed checkpoint");
+            return Err(anyhow::Error::new(Aborted(e.to_string())));
         }
         producer
             .begin_transaction()
@@ -204,6 +208,52 @@ pub async fn commit<C: rdkafka::ClientContext + 'static>(
     })
     .await
     .context("the commit task")?
+}
+
+/// A commit refused because another instance of the group registered the
+/// transactional id since: it is the active one now, and this one must not
+/// write again.
+#[derive(Debug)]
+pub struct Fenced;
+
+impl std::fmt::Display for Fenced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("another instance of this exactly_once group has taken over (this producer is fenced: Kafka refused its commit, and shows none of its open transaction)")
+    }
+}
+
+impl std::error::Error for Fenced {}
+
+/// A transaction Kafka did not commit (the coordinator moved or timed it
+/// out, the broker restarted): it is aborted, none of it shows, and
+/// delivery can begin again from the last committed checkpoint.
+#[derive(Debug)]
+pub struct Aborted(String);
+
+impl std::fmt::Display for Aborted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Kafka did not commit the transaction ({}); it is aborted, and delivery resumes from the last committed checkpoint", self.0)
+    }
+}
+
+impl std::error::Error for Aborted {}
+
+/// `err`, or [`Fenced`] when the producer is fenced: once it is, every
+/// step of a commit fails (the checkpoint record's send first), each
+/// saying so in its own words.
+pub fn fenced_or<C: rdkafka::ClientContext + 'static>(
+    producer: &FutureProducer<C>,
+    err: anyhow::Error,
+) -> anyhow::Error {
+    let fatal = producer.client().fatal_error().map(|(code, _)| code);
+    if matches!(
+        fatal,
+        Some(RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch)
+    ) {
+        anyhow::Error::new(Fenced)
+    } else {
+        err
+    }
 }
 
 /// Aborts the open transaction (at a shutdown that could not wait for
@@ -232,7 +282,11 @@ struct EndIsNoError;
 
 impl rdkafka::ClientContext for EndIsNoError {
     fn error(&self, error: KafkaError, reason: &str) {
-        if !matches!(error, KafkaError::PartitionEOF(_)) {
+        let end = matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        );
+        if !end {
             tracing::error!("reading the checkpoint topic: {error}: {reason}");
         }
     }
