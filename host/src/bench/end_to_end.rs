@@ -57,6 +57,9 @@ pub enum Kafka {
     MockExactlyOnce,
     /// A real broker (tansu in `scripts/bench`).
     Broker(String),
+    /// A real broker with transactions, `exactly_once`; each run a group
+    /// of its own, so that none resumes from another's checkpoint.
+    BrokerExactlyOnce(String),
 }
 
 impl Kafka {
@@ -65,6 +68,7 @@ impl Kafka {
             Kafka::Mock => "mock cluster".into(),
             Kafka::MockExactlyOnce => "mock cluster, exactly_once".into(),
             Kafka::Broker(b) => format!("broker {b}"),
+            Kafka::BrokerExactlyOnce(b) => format!("broker {b}, exactly_once"),
         }
     }
 
@@ -86,6 +90,16 @@ impl Kafka {
                 k
             }
             Kafka::Broker(b) => KafkaConfig::new(b.as_str(), topic),
+            Kafka::BrokerExactlyOnce(b) => {
+                static RUN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+                let run = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let mut k = KafkaConfig::new(b.as_str(), topic);
+                k.exactly_once = Some(ExactlyOnceConfig::new(format!(
+                    "cvp-bench-{}-{run}",
+                    std::process::id()
+                )));
+                k
+            }
         }
     }
 }

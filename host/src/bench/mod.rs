@@ -29,6 +29,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     if let Some(b) = &args.brokers {
         kafkas.push(Kafka::Broker(b.clone()));
     }
+    if let Some(b) = &args.exactly_once_brokers {
+        kafkas.push(Kafka::BrokerExactlyOnce(b.clone()));
+    }
     println!(
         "# cvp-stream bench ({} events per throughput run; {} cores)\n",
         args.events,

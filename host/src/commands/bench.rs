@@ -14,6 +14,11 @@ pub struct BenchArgs {
     /// Also measure against this real Kafka cluster (the topic must exist).
     #[arg(long)]
     pub brokers: Option<String>,
+    /// Also measure with `exactly_once` against this Kafka cluster, which
+    /// must have transactions (`scripts/bench` runs nisshi 0.7 here and
+    /// passes it as --brokers too, for the same broker without).
+    #[arg(long, value_name = "BROKERS")]
+    pub exactly_once_brokers: Option<String>,
     /// Also measure throughput into this sink, by URL (`nats://`, `mqtt://`,
     /// `redis://`, `amqp://`; repeatable): stock title-to-key, the same
     /// generator. Each run uses names of its own and removes them after.
