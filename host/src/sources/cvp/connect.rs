@@ -2,6 +2,8 @@
 //! connector (with the verifier the config asks for), HTTP/2 tuned for
 //! bursts.
 
+use super::auth::{Credentials, LoginClient};
+use super::config::CvpConfig;
 use super::error::SessionError;
 use anyhow::{anyhow, bail, Result};
 use std::time::Duration;
@@ -57,27 +59,77 @@ impl Target {
     }
 }
 
+/// Everything a subscription to CVP needs, read from `source.cvp` once:
+/// the event stream and the inventory and tag streams each hold one (its
+/// own credentials: a login is a session of its own).
+pub(super) struct Conn {
+    pub target: Target,
+    pub tls: Option<Tls>,
+    pub credentials: Credentials,
+    pub login: Option<LoginClient>,
+    pub connect_timeout: Duration,
+    pub subscribe_timeout: Duration,
+    pub max_backoff: Duration,
+    pub max_message_size: usize,
+}
+
+impl Conn {
+    /// Checks the credentials and TLS files; connects nowhere.
+    pub fn new(cfg: &CvpConfig) -> Result<Conn> {
+        let target = Target::parse(&cfg.address)?;
+        let credentials = Credentials::from_config(cfg)?;
+        let tls = if cfg.tls.enabled {
+            Some((
+                super::tls::client_config(&cfg.tls, &[b"h2"])?,
+                super::tls::server_name(&cfg.tls, &target.host)?,
+            ))
+        } else {
+            None
+        };
+        let login = match &credentials {
+            Credentials::Login { .. } => {
+                let scheme = if cfg.tls.enabled { "https" } else { "http" };
+                let rest_tls = if cfg.tls.enabled {
+                    Some(super::tls::client_config(&cfg.tls, &[b"h2", b"http/1.1"])?)
+                } else {
+                    None
+                };
+                Some(LoginClient::new(
+                    format!("{scheme}://{}", target.authority()),
+                    rest_tls,
+                )?)
+            }
+            _ => None,
+        };
+        Ok(Conn {
+            target,
+            tls,
+            credentials,
+            login,
+            connect_timeout: cfg.connect_timeout,
+            subscribe_timeout: cfg.subscribe_timeout,
+            max_backoff: cfg.max_backoff,
+            max_message_size: usize::try_from(cfg.max_message_size).unwrap_or(usize::MAX),
+        })
+    }
+}
+
 /// Connects, logs in and readies a gRPC client for one streaming call,
 /// with `message` as its request carrying the bearer token: everything a
 /// subscription does before its call, the same for the event stream and
 /// for the inventory and tag streams.
-#[allow(clippy::too_many_arguments)]
 pub async fn open<T>(
-    target: &Target,
-    tls: Option<&Tls>,
-    connect_timeout: Duration,
-    credentials: &mut super::auth::Credentials,
-    login: Option<&super::auth::LoginClient>,
-    max_message_size: usize,
+    conn: &mut Conn,
     message: T,
 ) -> Result<(tonic::client::Grpc<Channel>, tonic::Request<T>), SessionError> {
-    let channel = connect(target, tls, connect_timeout).await?;
-    let token = match login {
-        Some(l) => credentials
+    let channel = connect(&conn.target, conn.tls.as_ref(), conn.connect_timeout).await?;
+    let token = match &conn.login {
+        Some(l) => conn
+            .credentials
             .bearer(l)
             .await
             .map_err(|e| SessionError::Login(format!("{e:#}").replace('\n', " ")))?,
-        None => credentials.bearer_without_login(),
+        None => conn.credentials.bearer_without_login(),
     };
     let mut request = tonic::Request::new(message);
     if let Some(t) = token {
@@ -86,9 +138,10 @@ pub async fn open<T>(
             .map_err(|_| SessionError::TokenNotAHeader)?;
         request.metadata_mut().insert("authorization", value);
     }
-    let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(max_message_size);
+    let mut grpc =
+        tonic::client::Grpc::new(channel).max_decoding_message_size(conn.max_message_size);
     grpc.ready().await.map_err(|e| SessionError::Connect {
-        authority: target.authority(),
+        authority: conn.target.authority(),
         detail: super::auth::error_chain(&e),
     })?;
     Ok((grpc, request))

@@ -41,8 +41,6 @@ use crate::event::{Op, SourceEvent};
 use crate::metrics::{self, StreamState};
 use crate::progress;
 use anyhow::Result;
-use auth::{Credentials, LoginClient};
-use connect::{Target, Tls};
 use cvp_proto::event::EventStreamRequest;
 use session::{ReceivedCounts, SessionEnd};
 use std::sync::Arc;
@@ -51,16 +49,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub struct CvpSource {
-    target: Target,
-    tls: Option<Tls>,
-    credentials: Credentials,
-    login: Option<LoginClient>,
+    conn: connect::Conn,
     request: EventStreamRequest,
     forward: ForwardedOps,
     cache: EventCache,
     batch_size: usize,
-    connect_timeout: Duration,
-    max_backoff: Duration,
     received: ReceivedCounts,
     resume: Resume,
     /// Everything up to this time counts as delivered (the checkpoint or
@@ -72,14 +65,12 @@ pub struct CvpSource {
     /// When a future-dated event was last logged at warning level: a device
     /// with a broken clock must not flood the log.
     future_warned: Option<Instant>,
-    subscribe_timeout: Duration,
     stuck_after: Duration,
     /// Between Subscribe's answer and INITIAL_SYNC_COMPLETE.
     syncing: bool,
     /// This initial sync is compared with the cache for deletions.
     compare_sync: bool,
     max_event_size: usize,
-    max_message_size: usize,
     too_large_warned: Option<Instant>,
     /// Where events too large to forward go, as failures for the sink's
     /// dead-letter path; `None`: logged and counted only.
@@ -93,8 +84,8 @@ pub struct CvpSource {
 
 /// An enrichment subscription not yet started.
 enum Feed {
-    Inventory(inventory::Inventory, resource::Conn),
-    Tags(tags::Tags, resource::Conn),
+    Inventory(inventory::Inventory, connect::Conn),
+    Tags(tags::Tags, connect::Conn),
 }
 
 /// The operations the config forwards.
@@ -108,31 +99,6 @@ struct ForwardedOps {
 impl CvpSource {
     /// Checks the credentials and TLS files; connects nowhere.
     pub fn new(cfg: &CvpConfig, batch_size: usize) -> Result<CvpSource> {
-        let target = Target::parse(&cfg.address)?;
-        let credentials = Credentials::from_config(cfg)?;
-        let tls = if cfg.tls.enabled {
-            Some((
-                tls::client_config(&cfg.tls, &[b"h2"])?,
-                tls::server_name(&cfg.tls, &target.host)?,
-            ))
-        } else {
-            None
-        };
-        let login = match &credentials {
-            Credentials::Login { .. } => {
-                let scheme = if cfg.tls.enabled { "https" } else { "http" };
-                let rest_tls = if cfg.tls.enabled {
-                    Some(tls::client_config(&cfg.tls, &[b"h2", b"http/1.1"])?)
-                } else {
-                    None
-                };
-                Some(LoginClient::new(
-                    format!("{scheme}://{}", target.authority()),
-                    rest_tls,
-                )?)
-            }
-            _ => None,
-        };
         let has = |op| cfg.operations.contains(&op);
         let mut feeds = Vec::new();
         let directory = match &cfg.enrich {
@@ -141,20 +107,17 @@ impl CvpSource {
                 if e.inventory {
                     feeds.push(Feed::Inventory(
                         inventory::Inventory::new(e.max_devices),
-                        resource::Conn::new(cfg)?,
+                        connect::Conn::new(cfg)?,
                     ));
                 }
                 if !e.tags.is_empty() {
-                    feeds.push(Feed::Tags(tags::Tags::new(e), resource::Conn::new(cfg)?));
+                    feeds.push(Feed::Tags(tags::Tags::new(e), connect::Conn::new(cfg)?));
                 }
                 Some(Arc::new(Directory::new(e, &cfg.address)))
             }
         };
         Ok(CvpSource {
-            target,
-            tls,
-            credentials,
-            login,
+            conn: connect::Conn::new(cfg)?,
             request: EventStreamRequest {
                 partial_eq_filter: filter::partial_eq_filters(&cfg.filter),
                 time: None,
@@ -170,19 +133,15 @@ impl CvpSource {
                 usize::try_from(cfg.max_event_size).unwrap_or(usize::MAX),
             ),
             batch_size,
-            connect_timeout: cfg.connect_timeout,
-            max_backoff: cfg.max_backoff,
             received: ReceivedCounts::default(),
             resume: Resume::default(),
             floor: 0,
             future_tolerance: i64::try_from(cfg.future_tolerance.as_nanos()).unwrap_or(i64::MAX),
             future_warned: None,
-            subscribe_timeout: cfg.subscribe_timeout,
             stuck_after: cfg.stuck_after,
             syncing: false,
             compare_sync: false,
             max_event_size: usize::try_from(cfg.max_event_size).unwrap_or(usize::MAX),
-            max_message_size: usize::try_from(cfg.max_message_size).unwrap_or(usize::MAX),
             too_large_warned: None,
             dead_letters: None,
             directory,
@@ -300,36 +259,36 @@ impl CvpSource {
                 Ok(SessionEnd::Shutdown) => return Ok(()),
                 Ok(SessionEnd::StreamClosed) if once => return Ok(()),
                 Ok(SessionEnd::StreamClosed) => {
-                    tracing::warn!(cvp = %self.target.authority(), "CVP closed the event stream; reconnecting");
+                    tracing::warn!(cvp = %self.conn.target.authority(), "CVP closed the event stream; reconnecting");
                     min_backoff
                 }
                 Err(e) if once => return Err(e.into()),
                 Err(e) => {
                     let refused = e.refused();
                     if refused {
-                        self.credentials.invalidate();
+                        self.conn.credentials.invalidate();
                     }
-                    if refused && self.credentials.is_static_token() {
+                    if refused && self.conn.credentials.is_static_token() {
                         // A bad static token will not fix itself quickly:
                         // keep trying, slowly, and say what to fix.
                         tracing::error!(
-                            cvp = %self.target.authority(),
+                            cvp = %self.conn.target.authority(),
                             "CVP refused the token ({e}): check source.cvp.token / token_file / CVP_TOKEN; retrying in {}",
-                            humantime::format_duration(self.max_backoff)
+                            humantime::format_duration(self.conn.max_backoff)
                         );
-                        self.max_backoff
+                        self.conn.max_backoff
                     } else {
                         if started.elapsed() > Duration::from_secs(60) {
                             backoff = min_backoff;
                         }
                         let wait = jitter(backoff);
                         tracing::warn!(
-                            cvp = %self.target.authority(),
+                            cvp = %self.conn.target.authority(),
                             "CVP stream failed: {}; reconnecting in {}",
                             e.to_string().replace('\n', " "),
                             humantime::format_duration(Duration::from_millis(wait.as_millis() as u64))
                         );
-                        backoff = (backoff * 2).min(self.max_backoff);
+                        backoff = (backoff * 2).min(self.conn.max_backoff);
                         wait
                     }
                 }

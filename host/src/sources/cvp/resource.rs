@@ -7,9 +7,7 @@
 //! release, or a token without the permission) is said once, and the
 //! events flow without what it would have added.
 
-use super::auth::{Credentials, LoginClient};
-use super::config::CvpConfig;
-use super::connect::{Target, Tls};
+use super::connect::Conn;
 use super::directory::Directory;
 use super::error::SessionError;
 use crate::metrics;
@@ -44,59 +42,6 @@ pub(super) trait Resource: Send + 'static {
     fn synced(&mut self, dir: &Directory) -> usize;
     /// A change after the initial sync.
     fn apply(&mut self, resp: Self::Response, dir: &Directory);
-}
-
-/// Reaching CVP: the event source's settings, its own credentials (a
-/// login is a session of its own).
-pub(super) struct Conn {
-    target: Target,
-    tls: Option<Tls>,
-    credentials: Credentials,
-    login: Option<LoginClient>,
-    connect_timeout: Duration,
-    subscribe_timeout: Duration,
-    max_backoff: Duration,
-    max_message_size: usize,
-}
-
-impl Conn {
-    pub fn new(cfg: &CvpConfig) -> Result<Conn> {
-        let target = Target::parse(&cfg.address)?;
-        let credentials = Credentials::from_config(cfg)?;
-        let tls = if cfg.tls.enabled {
-            Some((
-                super::tls::client_config(&cfg.tls, &[b"h2"])?,
-                super::tls::server_name(&cfg.tls, &target.host)?,
-            ))
-        } else {
-            None
-        };
-        let login = match &credentials {
-            Credentials::Login { .. } => {
-                let scheme = if cfg.tls.enabled { "https" } else { "http" };
-                let rest_tls = if cfg.tls.enabled {
-                    Some(super::tls::client_config(&cfg.tls, &[b"h2", b"http/1.1"])?)
-                } else {
-                    None
-                };
-                Some(LoginClient::new(
-                    format!("{scheme}://{}", target.authority()),
-                    rest_tls,
-                )?)
-            }
-            _ => None,
-        };
-        Ok(Conn {
-            target,
-            tls,
-            credentials,
-            login,
-            connect_timeout: cfg.connect_timeout,
-            subscribe_timeout: cfg.subscribe_timeout,
-            max_backoff: cfg.max_backoff,
-            max_message_size: usize::try_from(cfg.max_message_size).unwrap_or(usize::MAX),
-        })
-    }
 }
 
 /// How long before asking again a CVP that lacked the service: an upgrade
@@ -223,16 +168,7 @@ async fn subscribe<R: Resource>(
     resource: &R,
     conn: &mut Conn,
 ) -> Result<tonic::codec::Streaming<R::Response>, SessionError> {
-    let (mut grpc, request) = super::connect::open(
-        &conn.target,
-        conn.tls.as_ref(),
-        conn.connect_timeout,
-        &mut conn.credentials,
-        conn.login.as_ref(),
-        conn.max_message_size,
-        resource.request(),
-    )
-    .await?;
+    let (mut grpc, request) = super::connect::open(conn, resource.request()).await?;
     let path = http::uri::PathAndQuery::from_static(R::PATH);
     let codec = tonic_prost::ProstCodec::<R::Request, R::Response>::default();
     Ok(grpc

@@ -81,13 +81,13 @@ impl CvpSource {
         m.cvp_waiting();
         // A CVP that takes the call and never answers it (no response
         // headers) once held the source here forever, with no log.
-        let stream = tokio::time::timeout(self.subscribe_timeout, self.subscribe())
+        let stream = tokio::time::timeout(self.conn.subscribe_timeout, self.subscribe())
             .await
             .map_err(|_| SessionError::SubscribeTimeout {
-                authority: self.target.authority(),
-                after: self.subscribe_timeout,
+                authority: self.conn.target.authority(),
+                after: self.conn.subscribe_timeout,
             })??;
-        tracing::info!(cvp = %self.target.authority(), "subscribed to CVP events");
+        tracing::info!(cvp = %self.conn.target.authority(), "subscribed to CVP events");
         metrics::get().set_stream_state(StreamState::syncing);
         self.syncing = true;
         progress::start_sync();
@@ -166,16 +166,8 @@ impl CvpSource {
     /// Connects, logs in and subscribes: everything up to CVP's answer.
     async fn subscribe(&mut self) -> Result<Streaming<Incoming>, SessionError> {
         // The generated client's call, with our codec (codec.rs).
-        let (mut grpc, request) = super::connect::open(
-            &self.target,
-            self.tls.as_ref(),
-            self.connect_timeout,
-            &mut self.credentials,
-            self.login.as_ref(),
-            self.max_message_size,
-            self.request.clone(),
-        )
-        .await?;
+        let (mut grpc, request) =
+            super::connect::open(&mut self.conn, self.request.clone()).await?;
         let path = http::uri::PathAndQuery::from_static("/arista.event.v1.EventService/Subscribe");
         let codec = EventCodec {
             max_event: self.max_event_size,
